@@ -1,0 +1,307 @@
+"""Run the etlb demo: an agent works on a git repository through `etlb mcp-proxy`.
+
+The script needs no network and no input. It creates a temporary git repository and an etlb store,
+registers the bearer Alice, lets her sign a scope for at most 2 commits, then plays the calls in
+transcript.json through a real MCP client session with the proxy, which runs `mcp-server-git`
+upstream. It reads each decision from the tool result and the ledger, runs `etlb ledger verify`,
+prints a summary table and exits with status 1 when any decision differs from the transcript.
+
+Run it with `make demo`, or `.venv/bin/python examples/demo/run_demo.py [--keep]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+from mcp.client import Client
+from mcp.client.stdio import StdioServerParameters
+from mcp_types import CallToolResult, TextContent
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+DEMO_DIR = Path(__file__).resolve().parent
+TRANSCRIPT_PATH = DEMO_DIR / "transcript.json"
+CONFIG_TEMPLATE_PATH = DEMO_DIR / "etlb.toml"
+
+# The demo runs with the virtual environment's interpreter, so the etlb command and the git MCP
+# server are installed next to it. `sys.executable` is not resolved, because the venv's python is
+# often a symlink to a system interpreter whose folder has neither.
+BIN_DIR = Path(sys.executable).parent
+ETLB_COMMAND = BIN_DIR / "etlb"
+GIT_SERVER_COMMAND = BIN_DIR / "mcp-server-git"
+
+SCOPE_TERMS = "I accept liability for up to 2 commits by demo-agent to this demo repository."
+
+console = Console()
+
+
+class DemoError(Exception):
+    """A setup step of the demo failed; the message says which command and why."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What happened to one tool call: `passed`, `bound` or `refused`, with its bearer or reason code."""
+
+    decision: str
+    bearer: str | None = None
+    code: str | None = None
+
+    def matches(self, expected: dict[str, Any]) -> bool:
+        return (
+            self.decision == expected["decision"]
+            and self.bearer == expected.get("bearer")
+            and self.code == expected.get("code")
+        )
+
+    def describe(self) -> str:
+        return self.bearer or self.code or ""
+
+
+@dataclass(frozen=True)
+class StepResult:
+    tool: str
+    decision: Decision
+    expected: dict[str, Any]
+    text: str
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    repo: Path
+    config: Path
+    key: Path
+    public_key: Path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder and print its path")
+    options = parser.parse_args()
+
+    transcript = json.loads(TRANSCRIPT_PATH.read_text(encoding="utf-8"))
+    root = Path(tempfile.mkdtemp(prefix="etlb-demo-")).resolve()
+    try:
+        workspace = _create_workspace(root)
+        _set_up_etlb(workspace, transcript)
+        results = anyio.run(_play_transcript, workspace, transcript)
+        verified = _verify_ledger(workspace)
+        commits = _commit_count(workspace.repo)
+    except DemoError as error:
+        console.print(f"[bold red]demo failed:[/] {error}")
+        return 2
+    finally:
+        if options.keep:
+            console.print(f"workspace kept at {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+    _print_summary(results)
+    all_expected = all(result.decision.matches(result.expected) for result in results)
+    commits_expected = commits == transcript["expected_commits"]
+    console.print(
+        f"repository has {commits} commits, expected {transcript['expected_commits']} "
+        "(the initial commit and the 2 bound commits)"
+    )
+
+    if all_expected and commits_expected and verified:
+        console.print("[bold green]demo passed:[/] every decision matches the transcript")
+        return 0
+    console.print("[bold red]demo failed:[/] see the rows marked ✗ above")
+    return 1
+
+
+def _create_workspace(root: Path) -> Workspace:
+    repo = root / "repo"
+    repo.mkdir()
+    _run(["git", "init", "--quiet", str(repo)])
+
+    # Repository-local identity, so commits work without a global git configuration.
+    _run(["git", "-C", str(repo), "config", "user.name", "Demo Agent"])
+    _run(["git", "-C", str(repo), "config", "user.email", "demo-agent@example.invalid"])
+    (repo / "README.md").write_text("# Demo repository\n", encoding="utf-8")
+    _run(["git", "-C", str(repo), "add", "README.md"])
+    _run(["git", "-C", str(repo), "-c", "commit.gpgsign=false", "commit", "--quiet", "-m", "Initial commit"])
+
+    etlb_dir = root / "etlb"
+    etlb_dir.mkdir()
+    return Workspace(
+        root=root,
+        repo=repo,
+        config=etlb_dir / "etlb.toml",
+        key=etlb_dir / "alice.key",
+        public_key=etlb_dir / "alice.pub.jwk",
+    )
+
+
+def _set_up_etlb(workspace: Workspace, transcript: dict[str, Any]) -> None:
+    config = str(workspace.config)
+    console.rule("setup")
+
+    _etlb("--config", config, "init")
+    shutil.copyfile(CONFIG_TEMPLATE_PATH, workspace.config)
+    _etlb("keygen", "--out", str(workspace.key))
+    _etlb("--config", config, "bearer", "add", transcript["bearer"], "--name", "Alice Example",
+          "--key", str(workspace.public_key))
+    _etlb(
+        "--config",
+        config,
+        "scope",
+        "declare",
+        "--bearer",
+        transcript["bearer"],
+        "--key",
+        str(workspace.key),
+        "--kind",
+        "git.commit",
+        "--resource",
+        f"repo:{workspace.repo}",
+        "--agent",
+        transcript["agent"],
+        "--max-count",
+        "2",
+        "--valid-for",
+        "1h",
+        "--terms",
+        SCOPE_TERMS,
+        "--yes",
+    )
+
+
+async def _play_transcript(workspace: Workspace, transcript: dict[str, Any]) -> list[StepResult]:
+    console.rule("transcript")
+    proxy = StdioServerParameters(
+        command=str(ETLB_COMMAND),
+        args=[
+            "--config",
+            str(workspace.config),
+            "mcp-proxy",
+            "--agent",
+            transcript["agent"],
+            "--",
+            str(GIT_SERVER_COMMAND),
+            "--repository",
+            str(workspace.repo),
+        ],
+    )
+
+    results: list[StepResult] = []
+    async with Client(proxy, cache=None) as client:
+        for number, step in enumerate(transcript["steps"], start=1):
+            if "write_file" in step:
+                target = workspace.repo / step["write_file"]["path"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(step["write_file"]["text"], encoding="utf-8")
+
+            arguments = _fill_arguments(step["arguments"], workspace)
+            records_before = len(_ledger_records(workspace))
+            result = await client.call_tool(step["tool"], arguments)
+            new_records = _ledger_records(workspace)[records_before:]
+
+            decision = _decide(result, new_records)
+            text = "\n".join(block.text for block in result.content if isinstance(block, TextContent))
+            results.append(StepResult(step["tool"], decision, step["expect"], text))
+            console.print(f"{number}. {step['tool']}: {decision.decision} {decision.describe()}".rstrip())
+            if decision.decision == "refused":
+                console.print(Panel(text, title="what the model reads", expand=False))
+    return results
+
+
+def _fill_arguments(arguments: dict[str, Any], workspace: Workspace) -> dict[str, Any]:
+    text = json.dumps(arguments).replace("{repo}", str(workspace.repo))
+    filled: dict[str, Any] = json.loads(text)
+    return filled
+
+
+def _decide(result: CallToolResult, new_records: list[dict[str, Any]]) -> Decision:
+    """Read the decision from the proxy's result and the ledger records the call added."""
+    structured = result.structured_content
+    if result.is_error and isinstance(structured, dict) and "etlb_refusal" in structured:
+        return Decision("refused", code=structured["etlb_refusal"]["code"])
+
+    bindings = [record for record in new_records if record["type"] == "binding"]
+    if bindings:
+        return Decision("bound", bearer=bindings[-1]["data"]["bearer"])
+    return Decision("passed")
+
+
+def _ledger_records(workspace: Workspace) -> list[dict[str, Any]]:
+    output = _etlb("--config", str(workspace.config), "ledger", "show", "--json", quiet=True)
+    records: list[dict[str, Any]] = json.loads(output)
+    return records
+
+
+def _verify_ledger(workspace: Workspace) -> bool:
+    console.rule("ledger")
+    completed = subprocess.run(
+        [str(ETLB_COMMAND), "--config", str(workspace.config), "ledger", "verify"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    console.print((completed.stdout + completed.stderr).strip())
+    return completed.returncode == 0
+
+
+def _commit_count(repo: Path) -> int:
+    return int(_run(["git", "-C", str(repo), "rev-list", "--count", "HEAD"]).strip())
+
+
+def _print_summary(results: list[StepResult]) -> None:
+    table = Table(title="etlb demo: decisions per tool call")
+    table.add_column("#", justify="right")
+    table.add_column("tool")
+    table.add_column("decision")
+    table.add_column("bearer or reason")
+    table.add_column("expected")
+    table.add_column("ok", justify="center")
+
+    styles = {"passed": "cyan", "bound": "green", "refused": "red"}
+    for number, result in enumerate(results, start=1):
+        decision = result.decision
+        expected = result.expected
+        expected_text = f"{expected['decision']} {expected.get('bearer') or expected.get('code') or ''}".rstrip()
+        table.add_row(
+            str(number),
+            result.tool,
+            f"[{styles.get(decision.decision, 'white')}]{decision.decision}[/]",
+            decision.describe(),
+            expected_text,
+            "✓" if decision.matches(expected) else "[bold red]✗[/]",
+        )
+    console.print(table)
+
+
+def _etlb(*arguments: str, quiet: bool = False) -> str:
+    output = _run([str(ETLB_COMMAND), *arguments])
+    if not quiet:
+        console.print(f"$ etlb {' '.join(arguments)}", style="dim", highlight=False, markup=False)
+    return output
+
+
+def _run(command: list[str]) -> str:
+    try:
+        completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    except OSError as error:
+        message = f"cannot run {command[0]}: {error.strerror}; run `make demo` so the virtual environment exists"
+        raise DemoError(message) from error
+
+    if completed.returncode != 0:
+        message = f"command failed with exit status {completed.returncode}: {' '.join(command)}\n{completed.stderr}"
+        raise DemoError(message)
+    return completed.stdout
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Exceptions raised by etlb.
+
+    EtlbError                    base of every etlb error; str() is one line, `hint` says what to do
+    ├── ConfigError              etlb.toml or an option is invalid
+    ├── KeyFileError             a key file is missing, unreadable or of the wrong type
+    ├── SignatureError           a JWS does not verify, or its payload is malformed
+    ├── DeclarationError         the gate rejects a scope, a revocation or a bearer change
+    ├── NotFoundError            a bearer, scope or binding id is unknown
+    ├── ClassificationError      a tool call cannot be turned into an action
+    ├── StoreError               the store failed
+    │   └── StoreUnavailable     the store cannot be opened or read at all
+    ├── LedgerIntegrityError     `ledger verify` found a record that does not match its hashes
+    ├── BindingConsumed          a binding was used twice, or for another action
+    └── Refused                  no bearer accepted liability; `refusal` carries the reasons as data
+
+Errors from third-party packages (sqlite3, joserfc, cryptography, mcp) are translated into these at
+the module that calls the package, and chained with `from`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from etlb.model import ReasonCode
+
+if TYPE_CHECKING:
+    from etlb.model import Refusal
+
+__all__ = [
+    "BindingConsumed",
+    "ClassificationError",
+    "ConfigError",
+    "DeclarationError",
+    "EtlbError",
+    "KeyFileError",
+    "LedgerIntegrityError",
+    "NotFoundError",
+    "Refused",
+    "SignatureError",
+    "StoreError",
+    "StoreUnavailable",
+]
+
+
+class EtlbError(Exception):
+    """Base of every etlb error. `hint` is the next step for the person reading the message."""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def diagnostics(self) -> str:
+        """Return the message followed by the hint, for the command line."""
+        return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
+
+
+class ConfigError(EtlbError):
+    pass
+
+
+class KeyFileError(EtlbError):
+    pass
+
+
+class SignatureError(EtlbError):
+    pass
+
+
+class DeclarationError(EtlbError):
+    pass
+
+
+class NotFoundError(EtlbError):
+    pass
+
+
+class ClassificationError(EtlbError):
+    pass
+
+
+class StoreError(EtlbError):
+    pass
+
+
+class StoreUnavailable(StoreError):
+    pass
+
+
+class LedgerIntegrityError(EtlbError):
+    """Raised by ledger verification. `sequence` is the first record that failed, if one did."""
+
+    def __init__(self, message: str, *, sequence: int | None = None, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.sequence = sequence
+
+
+class BindingConsumed(EtlbError):
+    """A binding authorises one execution of one action digest; this is raised on any other use."""
+
+    code = ReasonCode.BINDING_CONSUMED
+
+
+class Refused(EtlbError):
+    """No bearer accepted liability for the action. The refusal is already in the ledger when recorded."""
+
+    def __init__(self, refusal: Refusal, *, recorded: bool = True) -> None:
+        super().__init__(refusal.message, hint=_refusal_hint(refusal))
+        self.refusal = refusal
+        self.recorded = recorded
+
+    @property
+    def code(self) -> ReasonCode:
+        return self.refusal.code
+
+
+def _refusal_hint(refusal: Refusal) -> str:
+    if refusal.code in {ReasonCode.STORE_UNAVAILABLE, ReasonCode.INTERNAL_ERROR}:
+        return "the gate failed closed; fix the error above, then retry the action"
+
+    action = refusal.action
+    return (
+        "ask a bearer to sign a scope that covers it: "
+        f"etlb scope declare --kind '{action.kind}' --resource '{action.resource}' --agent '{action.agent}' …"
+    )

@@ -1,0 +1,450 @@
+"""The gate: classify a tool call, resolve a bearer, record the binding, then let the tool run.
+
+Invariants, each enforced below and tested:
+- An irreversible action is only handed back as runnable with a `Binding` that the store has
+  committed; the binding names exactly one bearer and one scope.
+- Fail closed: an error in classification, signature checking, resolution or storage ends in a
+  `Refused` error, never in a binding. The refusal is recorded in the ledger whenever the store works.
+- A scope counts only when its JWS verifies against a key registered to its bearer. The gate holds
+  public keys only.
+- A binding authorises one execution of one action digest; `redeem` and `complete` enforce it.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn, ParamSpec, TypeVar, cast
+
+import anyio.to_thread
+
+from etlb.canonical import sha256_digest
+from etlb.classify import Classifier
+from etlb.config import Config, load_config
+from etlb.declarations import REVOCATION_TYP, REVOCATION_TYPE, SCOPE_TYP, scope_from_payload
+from etlb.errors import (
+    ClassificationError,
+    DeclarationError,
+    EtlbError,
+    NotFoundError,
+    Refused,
+    SignatureError,
+    StoreError,
+)
+from etlb.ledger.records import LedgerEntry
+from etlb.model import (
+    Action,
+    Bearer,
+    BearerStatus,
+    Binding,
+    Consequence,
+    Outcome,
+    ReasonCode,
+    Refusal,
+    Scope,
+    ToolCall,
+    action_fields,
+)
+from etlb.resolve import Candidate, Resolution, refusal_message, resolve
+from etlb.signing import read_unverified, verify_jws
+from etlb.store import ScopeState, Store, open_store
+
+__all__ = ["Gate"]
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Gate:
+    """Classifies tool calls and binds irreversible ones to a bearer, or refuses them."""
+
+    def __init__(self, config: Config, store: Store, *, clock: Callable[[], datetime] = _utc_now) -> None:
+        self.config = config
+        self.store = store
+        self._classifier = Classifier(config)
+        self._clock = clock
+
+    @classmethod
+    def from_config(cls, path: str | Path | None = None, *, clock: Callable[[], datetime] = _utc_now) -> Gate:
+        """Build a gate from `etlb.toml` (default `./etlb.toml`). The store must exist: see `etlb init`."""
+        config = load_config(path)
+        store = open_store(config.store_url, base_dir=config.base_dir, create=False)
+        return cls(config, store, clock=clock)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Gate:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # Decisions
+
+    def classify(
+        self, call: ToolCall, *, agent: str | None = None, annotations: Mapping[str, Any] | None = None
+    ) -> Action:
+        return self._classifier.classify(call, agent=agent or self.config.agent, annotations=annotations)
+
+    def bind(
+        self, call: ToolCall, *, agent: str | None = None, annotations: Mapping[str, Any] | None = None
+    ) -> Binding | None:
+        """Bind an irreversible call to a bearer, or raise `Refused`.
+
+        Returns None when the action is reversible and may run without a binding. The returned
+        binding is not yet redeemed: pass it to `redeem` right before the tool runs.
+        """
+        return self._bind(call, agent=agent, annotations=annotations, redeem=False)
+
+    def explain(
+        self, call: ToolCall, *, agent: str | None = None, annotations: Mapping[str, Any] | None = None
+    ) -> tuple[Action, Resolution]:
+        """Classify and resolve a call without binding or recording anything, for `etlb check`."""
+        action = self.classify(call, agent=agent, annotations=annotations)
+        # The resolver ignores scopes whose kinds do not match, so all scopes can be passed here.
+        return action, self._judge(action, self.store.list_scopes(), self._clock())
+
+    def redeem(
+        self,
+        binding: Binding,
+        call: ToolCall,
+        *,
+        agent: str | None = None,
+        annotations: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Mark a binding used for this call, right before it runs; raises `BindingConsumed` on reuse.
+
+        The call is classified again, so a binding made for one action cannot run another.
+        """
+        action = self.classify(call, agent=agent or binding.action.agent, annotations=annotations)
+        self.store.redeem(binding.id, action.digest)
+
+    def complete(self, binding: Binding, outcome: Outcome) -> None:
+        """Record what happened after a bound action ran. An outcome is recorded once per binding."""
+        self.store.complete(binding.id, outcome, time=self._clock())
+        logger.info(
+            "event=outcome binding=%s action=%s status=%s",
+            binding.id,
+            binding.action.digest,
+            outcome.status.value,
+        )
+
+    @contextmanager
+    def execution(
+        self, call: ToolCall, *, agent: str | None = None, annotations: Mapping[str, Any] | None = None
+    ) -> Iterator[Binding | None]:
+        """Bind and redeem a call, run the body, and record its outcome.
+
+        Yields None for a reversible action. Raises `Refused` before the body runs when no bearer
+        covers the action. An exception from the body is recorded as a `failed` outcome and re-raised.
+        """
+        binding = self._bind(call, agent=agent, annotations=annotations, redeem=True)
+        if binding is None:
+            yield None
+            return
+
+        try:
+            yield binding
+        except BaseException as error:
+            self._record_outcome(binding, Outcome.failed(_error_text(error)))
+            raise
+        self._record_outcome(binding, Outcome.succeeded())
+
+    def guard(
+        self, *, tool: str | None = None, server: str | None = None, agent: str | None = None
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Decorate a sync or async function so that each call passes the gate first.
+
+        The function's bound arguments (defaults applied) are the tool call's arguments; the tool
+        name defaults to the function's name.
+        """
+
+        def decorate(function: Callable[P, R]) -> Callable[P, R]:
+            signature = inspect.signature(function)
+            tool_name = tool or function.__name__
+
+            def tool_call(*args: Any, **kwargs: Any) -> ToolCall:
+                bound = signature.bind(*args, **kwargs)
+                bound.apply_defaults()
+                return ToolCall(tool=tool_name, arguments=dict(bound.arguments), server=server)
+
+            if inspect.iscoroutinefunction(function):
+                asynchronous = cast(Callable[..., Awaitable[Any]], function)
+
+                @functools.wraps(function)
+                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    call = tool_call(*args, **kwargs)
+                    binding = await anyio.to_thread.run_sync(
+                        functools.partial(self._bind, call, agent=agent, annotations=None, redeem=True)
+                    )
+                    if binding is None:
+                        return await asynchronous(*args, **kwargs)
+                    try:
+                        result = await asynchronous(*args, **kwargs)
+                    except BaseException as error:
+                        outcome = Outcome.failed(_error_text(error))
+                        await anyio.to_thread.run_sync(self._record_outcome, binding, outcome)
+                        raise
+                    await anyio.to_thread.run_sync(self._record_outcome, binding, _success(result))
+                    return result
+
+                return cast(Callable[P, R], async_wrapper)
+
+            @functools.wraps(function)
+            def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+                call = tool_call(*args, **kwargs)
+                binding = self._bind(call, agent=agent, annotations=None, redeem=True)
+                if binding is None:
+                    return function(*args, **kwargs)
+                try:
+                    result = function(*args, **kwargs)
+                except BaseException as error:
+                    self._record_outcome(binding, Outcome.failed(_error_text(error)))
+                    raise
+                self._record_outcome(binding, _success(result))
+                return result
+
+            return wrapper
+
+        return decorate
+
+    # Declarations
+
+    def register_bearer(self, bearer: Bearer, *, actor: str = "administrator") -> LedgerEntry:
+        if not bearer.keys:
+            message = f"bearer {bearer.id} has no public key"
+            raise DeclarationError(message, hint="pass --key FILE.pub.jwk from etlb keygen")
+        return self.store.register_bearer(bearer, time=self._clock(), actor=actor)
+
+    def set_bearer_status(self, bearer_id: str, status: BearerStatus, *, actor: str = "administrator") -> LedgerEntry:
+        return self.store.set_bearer_status(bearer_id, status, time=self._clock(), actor=actor)
+
+    def declare_scope(self, jws: str) -> Scope:
+        """Verify a bearer-signed scope declaration and store it. The gate never signs for a bearer."""
+        header, payload = read_unverified(jws)
+        bearer_id = payload.get("bearer")
+        bearer = self.store.get_bearer(bearer_id) if isinstance(bearer_id, str) else None
+        if bearer is None:
+            message = f"scope declaration names bearer {bearer_id!r}, who is not registered"
+            raise DeclarationError(message, hint="register the bearer first: etlb bearer add")
+        if bearer.status is not BearerStatus.ACTIVE:
+            message = f"bearer {bearer.id} is {bearer.status.value} and cannot declare scopes"
+            raise DeclarationError(message)
+
+        key = bearer.key(str(header.get("kid", "")))
+        if key is None:
+            message = f"scope is signed with key {header.get('kid')!r}, which is not registered to bearer {bearer.id}"
+            raise SignatureError(message, hint="sign with the key file registered for this bearer")
+
+        verified = verify_jws(jws, key.public_jwk, typ=SCOPE_TYP)
+        scope = scope_from_payload(verified, jws=jws, key_id=key.key_id)
+        self.store.add_scope(scope, time=self._clock())
+        logger.info("event=scope_declared scope=%s bearer=%s", scope.id, scope.bearer)
+        return scope
+
+    def revoke_scope(self, scope_id: str, *, jws: str | None = None, administrator: str | None = None) -> LedgerEntry:
+        """Revoke a scope for every later binding: signed by its bearer (`jws`), or by an administrator."""
+        state = self.store.get_scope(scope_id)
+        if state is None:
+            message = f"scope {scope_id} not found"
+            raise NotFoundError(message, hint="list scopes with: etlb scope list")
+
+        if jws is not None:
+            bearer = state.bearer
+            header, _ = read_unverified(jws)
+            key = bearer.key(str(header.get("kid", ""))) if bearer is not None else None
+            if key is None:
+                message = f"revocation is not signed by a key registered to bearer {state.scope.bearer}"
+                raise SignatureError(message)
+            payload = verify_jws(jws, key.public_jwk, typ=REVOCATION_TYP)
+            if payload.get("type") != REVOCATION_TYPE or payload.get("scope_id") != scope_id:
+                message = f"revocation names scope {payload.get('scope_id')!r}, not {scope_id}"
+                raise SignatureError(message)
+            revocation: dict[str, Any] = {
+                "by": "bearer",
+                "actor": state.scope.bearer,
+                "reason": str(payload.get("reason", "")),
+                "jws": jws,
+            }
+        elif administrator:
+            logger.warning(
+                "scope %s revoked by administrator %s without the bearer's signature", scope_id, administrator
+            )
+            revocation = {"by": "administrator", "actor": administrator, "reason": "", "jws": None}
+        else:
+            message = "a revocation needs the bearer's signature or an administrator's name"
+            raise DeclarationError(message, hint="pass --key BEARER.key, or --as-admin NAME")
+
+        entry = self.store.revoke_scope(scope_id, time=self._clock(), revocation=revocation)
+        logger.info("event=scope_revoked scope=%s by=%s", scope_id, revocation["by"])
+        return entry
+
+    # Internals
+
+    def _bind(
+        self, call: ToolCall, *, agent: str | None, annotations: Mapping[str, Any] | None, redeem: bool
+    ) -> Binding | None:
+        agent_id = agent or self.config.agent
+        now = self._clock()
+
+        try:
+            action = self._classifier.classify(call, agent=agent_id, annotations=annotations)
+        except ClassificationError as error:
+            self._refuse(_unclassified_action(call, agent_id), ReasonCode.CLASSIFICATION_FAILED, str(error), now)
+        except Exception as error:
+            logger.exception("classification of tool %r failed", call.tool)
+            self._refuse(_unclassified_action(call, agent_id), ReasonCode.INTERNAL_ERROR, _error_text(error), now)
+
+        if action.consequence is Consequence.REVERSIBLE:
+            logger.info("event=pass agent=%s action=%s kind=%s", agent_id, action.digest, action.kind)
+            return None
+
+        try:
+            result = self.store.decide(
+                action, time=now, judge=lambda states: self._judge(action, states, now), redeem=redeem
+            )
+        except StoreError as error:
+            logger.error(
+                "event=refusal agent=%s action=%s reason=store_unavailable error=%s",
+                agent_id,
+                action.digest,
+                error,
+            )
+            self._refuse(action, ReasonCode.STORE_UNAVAILABLE, str(error), now, record=False)
+        except Exception as error:
+            logger.exception("resolution of action %s failed", action.digest)
+            self._refuse(action, ReasonCode.INTERNAL_ERROR, _error_text(error), now)
+
+        if isinstance(result, Refusal):
+            logger.info(
+                "event=refusal agent=%s action=%s kind=%s reason=%s",
+                agent_id,
+                action.digest,
+                action.kind,
+                result.code,
+            )
+            raise Refused(result)
+
+        logger.info(
+            "event=binding agent=%s action=%s bearer=%s scope=%s binding=%s",
+            agent_id,
+            action.digest,
+            result.bearer,
+            result.scope_id,
+            result.id,
+        )
+        return result
+
+    def _judge(self, action: Action, states: Sequence[ScopeState], now: datetime) -> Resolution:
+        candidates = [
+            Candidate(
+                scope=state.scope,
+                bearer=state.bearer,
+                signature_valid=_signature_valid(state),
+                revoked=state.revoked,
+                usage=state.usage,
+            )
+            for state in states
+        ]
+        return resolve(action, candidates, now=now)
+
+    def _refuse(self, action: Action, code: ReasonCode, detail: str, now: datetime, *, record: bool = True) -> NoReturn:
+        refusal = Refusal(
+            id=f"refusal-{secrets.token_hex(12)}",
+            action=action,
+            code=code,
+            reasons=(),
+            message=f"{refusal_message(action, code, ())}: {detail}",
+            time=now,
+        )
+        recorded = False
+        if record:
+            try:
+                self.store.append_refusal(refusal)
+                recorded = True
+            except EtlbError as error:
+                logger.error("refusal %s could not be recorded: %s", refusal.id, error)
+        raise Refused(refusal, recorded=recorded)
+
+    def _record_outcome(self, binding: Binding, outcome: Outcome) -> None:
+        # The action has already run: a failure here leaves the binding without an outcome, which
+        # reports as unknown, so it is logged instead of masking the action's own result or error.
+        try:
+            self.complete(binding, outcome)
+        except EtlbError as error:
+            logger.error("outcome of binding %s could not be recorded: %s", binding.id, error)
+
+
+@functools.lru_cache(maxsize=8192)
+def _verified(jws: str, x: str) -> bool:
+    try:
+        verify_jws(jws, {"kty": "OKP", "crv": "Ed25519", "x": x}, typ=SCOPE_TYP)
+    except SignatureError:
+        return False
+    return True
+
+
+def _signature_valid(state: ScopeState) -> bool:
+    bearer = state.bearer
+    if bearer is None:
+        return False
+    key = bearer.key(state.scope.key_id)
+    if key is None:
+        return False
+    return _verified(state.scope.jws, key.public_jwk["x"])
+
+
+def _unclassified_action(call: ToolCall, agent: str) -> Action:
+    """Describe a call that could not be classified, so that its refusal can still be recorded."""
+    kind = f"tool.{call.server}.{call.tool}" if call.server else f"tool.{call.tool}"
+    arguments = call.arguments if isinstance(call.arguments, dict) else {}
+    fields = action_fields(
+        kind=kind,
+        resource=f"tool:{call.server}/{call.tool}" if call.server else f"tool:{call.tool}",
+        consequence=Consequence.IRREVERSIBLE,
+        agent=agent,
+        tool=str(call.tool),
+        server=call.server,
+        arguments=arguments,
+        amount=None,
+    )
+    try:
+        digest = sha256_digest(fields)
+    except ValueError:
+        fields = {**fields, "arguments": {}}
+        digest = sha256_digest(fields)
+    return Action(
+        kind=kind,
+        resource=fields["resource"],
+        consequence=Consequence.IRREVERSIBLE,
+        agent=agent,
+        tool=str(call.tool),
+        server=call.server,
+        arguments=fields["arguments"],
+        amount=None,
+        digest=digest,
+    )
+
+
+def _error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _success(result: Any) -> Outcome:
+    try:
+        return Outcome.succeeded(sha256_digest(result))
+    except ValueError:
+        return Outcome.succeeded()

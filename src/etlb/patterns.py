@@ -1,0 +1,65 @@
+"""Glob patterns for kinds, resources and agents, and the literal prefix that orders them.
+
+`*` matches any run of characters except the field's separator, `**` matches any run including it,
+and `?` matches one character other than the separator. Kinds separate with `.`, resources with `/`,
+and agent ids have no separator. `fnmatch` and `wcmatch` fix the separator to `/` or to none, so this
+small translation to a regular expression is written here instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+__all__ = [
+    "AGENT_SEPARATOR",
+    "KIND_SEPARATOR",
+    "RESOURCE_SEPARATOR",
+    "glob_match",
+    "is_pattern",
+    "literal_prefix",
+]
+
+KIND_SEPARATOR = "."
+RESOURCE_SEPARATOR = "/"
+AGENT_SEPARATOR = ""
+
+_WILDCARDS = frozenset("*?")
+
+
+def is_pattern(text: str) -> bool:
+    return any(character in _WILDCARDS for character in text)
+
+
+def literal_prefix(pattern: str) -> str:
+    """Return the characters before the first wildcard; the whole text for a literal."""
+    for index, character in enumerate(pattern):
+        if character in _WILDCARDS:
+            return pattern[:index]
+    return pattern
+
+
+def glob_match(pattern: str, value: str, separator: str) -> bool:
+    return _compile(pattern, separator).fullmatch(value) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile(pattern: str, separator: str) -> re.Pattern[str]:
+    one_segment = f"[^{re.escape(separator)}]*" if separator else ".*"
+    one_character = f"[^{re.escape(separator)}]" if separator else "."
+    parts: list[str] = []
+    index = 0
+    while index < len(pattern):
+        if pattern.startswith("**", index):
+            parts.append(".*")
+            index += 2
+        elif pattern[index] == "*":
+            parts.append(one_segment)
+            index += 1
+        elif pattern[index] == "?":
+            parts.append(one_character)
+            index += 1
+        else:
+            parts.append(re.escape(pattern[index]))
+            index += 1
+    return re.compile("".join(parts), re.DOTALL)

@@ -1,0 +1,211 @@
+"""The resolver: which scopes cover an action, in which order, and why the others do not. No I/O.
+
+Invariants, each enforced below:
+- A scope covers an action only if its signature verified against a key registered to its bearer,
+  the bearer is active, the scope is not revoked, the time is inside its window, and its agent,
+  resource, unit, per-action cap, total cap and count all admit the action.
+- Covering scopes are ordered by specificity: an exact kind before a pattern, then the longer literal
+  kind prefix, the same two for the resource, an exact agent before a pattern, then the earliest
+  `valid_until`, then the lowest scope id. The order is total, so resolution is deterministic.
+- Every scope whose kind matched but which does not cover the action gets exactly one reason: the
+  first check it fails, in the order listed in `_first_failure`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from etlb.model import (
+    Action,
+    Amount,
+    Bearer,
+    BearerStatus,
+    ReasonCode,
+    Scope,
+    ScopeReason,
+    ScopeUsage,
+    format_time,
+)
+from etlb.patterns import (
+    AGENT_SEPARATOR,
+    KIND_SEPARATOR,
+    RESOURCE_SEPARATOR,
+    glob_match,
+    is_pattern,
+    literal_prefix,
+)
+
+__all__ = ["Candidate", "Resolution", "refusal_message", "reservation_for", "resolve"]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A scope found through the kind index, with the state the resolver needs to judge it.
+
+    `bearer` is None when the scope's bearer is not registered. `signature_valid` is the result of
+    verifying the scope's JWS against the registered key it names.
+    """
+
+    scope: Scope
+    bearer: Bearer | None
+    signature_valid: bool
+    revoked: bool
+    usage: ScopeUsage
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """Covering scopes, most specific first, and a reason for each nearby scope that does not cover."""
+
+    covering: tuple[Candidate, ...]
+    reasons: tuple[ScopeReason, ...]
+
+    @property
+    def overall_code(self) -> ReasonCode:
+        """The refusal code: the reason of the most specific nearby scope, or `no_covering_scope`."""
+        return self.reasons[0].code if self.reasons else ReasonCode.NO_COVERING_SCOPE
+
+
+def resolve(action: Action, candidates: Iterable[Candidate], *, now: datetime) -> Resolution:
+    matching = [candidate for candidate in candidates if _best_kind_pattern(candidate.scope, action) is not None]
+    ordered = sorted(matching, key=lambda candidate: _specificity(candidate.scope, action))
+
+    covering: list[Candidate] = []
+    reasons: list[ScopeReason] = []
+    for candidate in ordered:
+        failure = _first_failure(candidate, action, now)
+        if failure is None:
+            covering.append(candidate)
+        else:
+            code, detail = failure
+            reasons.append(ScopeReason(candidate.scope.id, candidate.scope.bearer, code, detail))
+    return Resolution(tuple(covering), tuple(reasons))
+
+
+def reservation_for(scope: Scope, action: Action) -> Amount | None:
+    """Return the amount a binding under `scope` reserves: the action's amount when the scope caps amounts."""
+    limits = scope.limits
+    if action.amount is None or (limits.max_amount is None and limits.max_total is None):
+        return None
+    return action.amount
+
+
+def refusal_message(action: Action, code: ReasonCode, reasons: Sequence[ScopeReason]) -> str:
+    """Build the readable refusal text from the structured reasons."""
+    what = f"{action.kind} on {action.resource}"
+    if action.amount is not None:
+        what += f" of {action.amount}"
+    if not reasons:
+        if code is ReasonCode.NO_COVERING_SCOPE:
+            return f"refused {what} by agent {action.agent}: no scope covers kind {action.kind}"
+        return f"refused {what} by agent {action.agent}: {code.value}"
+
+    lines = [f"refused {what} by agent {action.agent}: {code.value}"]
+    lines.extend(f"- scope {reason.scope_id} of {reason.bearer}: {reason.detail}" for reason in reasons)
+    return "\n".join(lines)
+
+
+def _first_failure(candidate: Candidate, action: Action, now: datetime) -> tuple[ReasonCode, str] | None:
+    scope = candidate.scope
+    bearer = candidate.bearer
+    limits = scope.limits
+
+    if bearer is None:
+        return ReasonCode.SIGNATURE_INVALID, f"bearer {scope.bearer} is not registered"
+    if not candidate.signature_valid:
+        return (
+            ReasonCode.SIGNATURE_INVALID,
+            f"signature does not verify with {scope.bearer}'s key {scope.key_id}",
+        )
+    if bearer.status is not BearerStatus.ACTIVE:
+        return ReasonCode.BEARER_SUSPENDED, f"bearer {bearer.id} is {bearer.status.value}"
+    if candidate.revoked:
+        return ReasonCode.SCOPE_REVOKED, "scope was revoked"
+    if now < scope.valid_from:
+        return ReasonCode.SCOPE_NOT_YET_VALID, f"scope is valid from {format_time(scope.valid_from)}"
+    if now >= scope.valid_until:
+        return ReasonCode.SCOPE_EXPIRED, f"scope expired at {format_time(scope.valid_until)}"
+    if not any(glob_match(pattern, action.agent, AGENT_SEPARATOR) for pattern in scope.agents):
+        return (
+            ReasonCode.AGENT_NOT_COVERED,
+            f"agent {action.agent} is not covered by {_listing(scope.agents)}",
+        )
+    if _best_resource_pattern(scope, action) is None:
+        return (
+            ReasonCode.RESOURCE_NOT_COVERED,
+            f"resource {action.resource} is not covered by {_listing(scope.resources)}",
+        )
+
+    has_amount_cap = limits.max_amount is not None or limits.max_total is not None
+    if has_amount_cap and action.amount is None:
+        return ReasonCode.UNIT_MISMATCH, f"scope caps amounts in {limits.unit}, but the action has no amount"
+    if has_amount_cap and action.amount is not None and action.amount.unit != limits.unit:
+        return (
+            ReasonCode.UNIT_MISMATCH,
+            f"action is in {action.amount.unit}, scope caps amounts in {limits.unit}",
+        )
+
+    value = action.amount.value if action.amount is not None else Decimal(0)
+    if limits.max_amount is not None and value > limits.max_amount:
+        return (
+            ReasonCode.AMOUNT_EXCEEDS_SCOPE,
+            f"cap {_number(limits.max_amount)} {limits.unit} per action is below {_number(value)} {limits.unit}",
+        )
+    if limits.max_total is not None and candidate.usage.amount + value > limits.max_total:
+        left = limits.max_total - candidate.usage.amount
+        return (
+            ReasonCode.BUDGET_EXHAUSTED,
+            f"{_number(left)} {limits.unit} left of {_number(limits.max_total)} {limits.unit}, "
+            f"below {_number(value)} {limits.unit}",
+        )
+    if limits.max_count is not None and candidate.usage.count >= limits.max_count:
+        return ReasonCode.COUNT_EXHAUSTED, f"all {limits.max_count} executions of the scope are used"
+    return None
+
+
+def _specificity(scope: Scope, action: Action) -> tuple[int, int, int, int, int, datetime, str]:
+    kind_pattern = _best_kind_pattern(scope, action) or ""
+    resource_pattern = _best_resource_pattern(scope, action)
+    agent_exact = action.agent in scope.agents
+
+    # A scope whose resource does not match sorts after every one whose resource does.
+    resource_rank = (2, 0) if resource_pattern is None else _pattern_rank(resource_pattern)
+    kind_rank = _pattern_rank(kind_pattern)
+    return (
+        kind_rank[0],
+        kind_rank[1],
+        resource_rank[0],
+        resource_rank[1],
+        0 if agent_exact else 1,
+        scope.valid_until,
+        scope.id,
+    )
+
+
+def _pattern_rank(pattern: str) -> tuple[int, int]:
+    """Rank a matching pattern: exact before wildcard, then the longer literal prefix first."""
+    if not is_pattern(pattern):
+        return (0, -len(pattern))
+    return (1, -len(literal_prefix(pattern)))
+
+
+def _best_kind_pattern(scope: Scope, action: Action) -> str | None:
+    matches = [pattern for pattern in scope.kinds if glob_match(pattern, action.kind, KIND_SEPARATOR)]
+    return min(matches, key=_pattern_rank, default=None)
+
+
+def _best_resource_pattern(scope: Scope, action: Action) -> str | None:
+    matches = [pattern for pattern in scope.resources if glob_match(pattern, action.resource, RESOURCE_SEPARATOR)]
+    return min(matches, key=_pattern_rank, default=None)
+
+
+def _listing(patterns: Sequence[str]) -> str:
+    return ", ".join(patterns)
+
+
+def _number(value: Decimal) -> str:
+    text = format(value.normalize(), "f")
+    return "0" if text in {"-0", "0"} else text

@@ -1,0 +1,27 @@
+"""Storage: the `Store` interface and its backends, chosen by URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from etlb.errors import ConfigError
+from etlb.store.base import BindingState, Judge, ScopeState, Store
+
+__all__ = ["BindingState", "Judge", "ScopeState", "Store", "open_store"]
+
+
+def open_store(url: str, *, base_dir: Path | None = None, create: bool = True) -> Store:
+    """Open the store a URL names: `sqlite:///relative/or/absolute/path` or `sqlite:////abs/path`.
+
+    A relative SQLite path is resolved against `base_dir` (the configuration file's folder). With
+    `create=False` a missing database is `StoreUnavailable` instead of a new, empty store.
+    """
+    if url.startswith("sqlite:///"):
+        from etlb.store.sqlite import SQLiteStore
+
+        raw_path = Path(url.removeprefix("sqlite:///"))
+        path = raw_path if raw_path.is_absolute() else (base_dir or Path.cwd()) / raw_path
+        return SQLiteStore(path, create=create)
+
+    message = f"store URL {url!r} is not supported"
+    raise ConfigError(message, hint="use sqlite:///path/to/etlb.db in [gate] store or ETLB_STORE")

@@ -1,0 +1,79 @@
+"""The storage interface every backend implements.
+
+Contract for every backend:
+- Each method is one transaction: it commits completely, or raises and leaves no trace.
+- `decide` runs the judge and writes its result under a lock that serialises every reservation on
+  the store, so that N concurrent requests against a scope with k units left produce exactly
+  min(N, k) bindings, across threads and processes.
+- Ledger sequence numbers are gapless from 0 and each record's chain hash commits to all before it.
+- Backend errors are raised as `StoreError` (or `StoreUnavailable` when the store cannot be reached).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from etlb.ledger.records import LedgerEntry
+from etlb.model import Action, Bearer, BearerStatus, Binding, Outcome, Refusal, Scope, ScopeUsage
+from etlb.resolve import Resolution
+
+__all__ = ["BindingState", "Judge", "ScopeState", "Store"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeState:
+    """A stored scope with its bearer (None when unregistered), revocation and usage."""
+
+    scope: Scope
+    bearer: Bearer | None
+    revoked: bool
+    usage: ScopeUsage
+
+
+@dataclass(frozen=True, slots=True)
+class BindingState:
+    binding: Binding
+    redeemed: bool
+    outcome: Outcome | None
+
+
+Judge = Callable[[Sequence[ScopeState]], Resolution]
+
+
+class Store(Protocol):
+    def close(self) -> None: ...
+
+    def register_bearer(self, bearer: Bearer, *, time: datetime, actor: str) -> LedgerEntry: ...
+
+    def set_bearer_status(self, bearer_id: str, status: BearerStatus, *, time: datetime, actor: str) -> LedgerEntry: ...
+
+    def get_bearer(self, bearer_id: str) -> Bearer | None: ...
+
+    def list_bearers(self) -> list[Bearer]: ...
+
+    def add_scope(self, scope: Scope, *, time: datetime) -> LedgerEntry: ...
+
+    def revoke_scope(self, scope_id: str, *, time: datetime, revocation: dict[str, Any]) -> LedgerEntry: ...
+
+    def get_scope(self, scope_id: str) -> ScopeState | None: ...
+
+    def list_scopes(self, *, bearer: str | None = None) -> list[ScopeState]: ...
+
+    def decide(self, action: Action, *, time: datetime, judge: Judge, redeem: bool = False) -> Binding | Refusal: ...
+
+    def append_refusal(self, refusal: Refusal) -> LedgerEntry: ...
+
+    def redeem(self, binding_id: str, action_digest: str) -> None: ...
+
+    def complete(self, binding_id: str, outcome: Outcome, *, time: datetime) -> LedgerEntry: ...
+
+    def get_binding(self, binding_id: str) -> BindingState | None: ...
+
+    def ledger_size(self) -> int: ...
+
+    def ledger_entries(self, start: int = 0, stop: int | None = None) -> Iterator[LedgerEntry]: ...
+
+    def usage_table(self) -> dict[str, ScopeUsage]: ...
