@@ -36,7 +36,7 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 
 from etlb.canonical import sha256_digest
-from etlb.errors import EtlbError, Refused, StoreError
+from etlb.errors import BindingConsumed, EtlbError, Refused, StoreError
 from etlb.gate import Gate
 from etlb.model import Binding, Outcome, OutcomeStatus, ReasonCode, ToolCall
 
@@ -247,8 +247,18 @@ class _GatedProxy:
         try:
             await anyio.lowlevel.checkpoint()
         except anyio.get_cancelled_exc_class():
-            await self._complete(binding, Outcome.failed("the client cancelled the call before it was forwarded"))
+            await self._complete(binding, Outcome.failed("not run: the client cancelled the call"))
             raise
+
+        # Redeeming marks the binding used for exactly this call, so it cannot authorise a second run.
+        try:
+            await anyio.to_thread.run_sync(
+                functools.partial(self._gate.redeem, binding, call, agent=self._agent, annotations=annotations)
+            )
+        except Exception as error:
+            logger.exception("cannot redeem binding %s for %s (server %r)", binding.id, call.tool, self._server_name)
+            await self._complete(binding, Outcome.failed(f"not run: redeeming the binding failed: {error}"))
+            return _gate_failure_result(call, error, server_name=self._server_name)
 
         return await self._forward_bound(binding, call)
 
@@ -378,19 +388,23 @@ def format_refusal(refused: Refused, *, server_name: str) -> str:
     """Write a refusal as text for the model: what was refused, why, who could accept it, and how to ask."""
     refusal = refused.refusal
     action = refusal.action
+    amount = f" of {action.amount}" if action.amount is not None else ""
     lines = [
         f"etlb refused the call to tool {action.tool!r} on server {server_name!r}. "
         "The call was not forwarded, so nothing ran.",
-        f"Action: {action.kind} on {action.resource} ({action.consequence.value}), agent {action.agent}.",
-        f"Reason: {refusal.code.value}: {refusal.message}",
+        f"Action: {action.kind} on {action.resource}{amount} ({action.consequence.value}), agent {action.agent}.",
     ]
 
+    # The refusal message repeats each scope's detail; with reasons, the list below carries them with
+    # their codes, and without reasons the message holds the only detail there is.
     if refusal.reasons:
-        lines.append("Scopes that came close:")
+        lines.append(f"Reason: {refusal.code.value}. Scopes that came close:")
         lines.extend(
             f"- scope {reason.scope_id} of bearer {reason.bearer}: {reason.code.value}: {reason.detail}"
             for reason in refusal.reasons
         )
+    else:
+        lines.append(f"Reason: {refusal.code.value}: {refusal.message}")
 
     bearers = refusal.bearers_nearby
     if bearers:
@@ -399,7 +413,7 @@ def format_refusal(refused: Refused, *, server_name: str) -> str:
         lines.append("No bearer has a scope near this action.")
 
     if refused.hint:
-        lines.append(f"To run it, {refused.hint}")
+        lines.append(f"Next step: {refused.hint}")
     recorded = "recorded in the ledger" if refused.recorded else "not recorded in the ledger"
     lines.append(f"Refusal id: {refusal.id} ({recorded}).")
     return "\n".join(lines)
@@ -434,7 +448,12 @@ def _refusal_result(refused: Refused, *, server_name: str) -> types.CallToolResu
 
 
 def _gate_failure_result(call: ToolCall, error: Exception, *, server_name: str) -> types.CallToolResult:
-    code = ReasonCode.STORE_UNAVAILABLE if isinstance(error, StoreError) else ReasonCode.INTERNAL_ERROR
+    if isinstance(error, BindingConsumed):
+        code = ReasonCode.BINDING_CONSUMED
+    elif isinstance(error, StoreError):
+        code = ReasonCode.STORE_UNAVAILABLE
+    else:
+        code = ReasonCode.INTERNAL_ERROR
     summary = error.message if isinstance(error, EtlbError) else f"{type(error).__name__}: {error}"
     text = (
         f"etlb refused the call to tool {call.tool!r} on server {server_name!r}. "

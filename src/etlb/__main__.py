@@ -1,0 +1,3 @@
+from etlb.cli import main
+
+main()

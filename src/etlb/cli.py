@@ -1,0 +1,786 @@
+"""The `etlb` command line. It parses options, calls the public API, and prints tables or JSON.
+
+Every etlb error is caught once, in `main`, and printed with its hint; the exit status is 1 for an
+error, 2 for bad usage (click's own), and 3 when `etlb check` or `ledger verify` reports a refusal or
+a problem, so that scripts can tell a decision from a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import tomllib
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from etlb.config import DEFAULT_CONFIG_NAME, Config, default_config_text, load_config
+from etlb.declarations import REVOCATION_TYP, SCOPE_TYP, revocation_payload, scope_payload
+from etlb.errors import EtlbError, KeyFileError
+from etlb.gate import Gate
+from etlb.ledger.verify import verify_ledger
+from etlb.model import Bearer, BearerKey, BearerStatus, Limits, ToolCall, format_time, parse_time
+from etlb.signing import (
+    generate_private_key,
+    key_id,
+    load_private_key,
+    load_public_jwk,
+    public_jwk,
+    sign_payload,
+    write_private_key,
+    write_public_jwk,
+)
+from etlb.store import ScopeState, open_store
+
+__all__ = ["main"]
+
+logger = logging.getLogger(__name__)
+
+EXIT_ERROR = 1
+EXIT_DECISION = 3
+
+console = Console()
+errors = Console(stderr=True)
+
+
+class Context:
+    def __init__(self, config_path: Path | None) -> None:
+        self.config_path = config_path
+
+    def config(self) -> Config:
+        return load_config(self.config_path)
+
+    def gate(self) -> Gate:
+        return Gate.from_config(self.config_path)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        errors.print("aborted")
+        sys.exit(EXIT_ERROR)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except EtlbError as error:
+        errors.print(f"[red]error:[/red] {error.message}", highlight=False)
+        if error.hint:
+            errors.print(f"  [bold]hint:[/bold] {error.hint}", highlight=False)
+        sys.exit(EXIT_ERROR)
+    except SystemExit:
+        raise
+
+
+@click.group()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="ETLB_CONFIG",
+    default=None,
+    help=f"Configuration file (default ./{DEFAULT_CONFIG_NAME}, or $ETLB_CONFIG).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log decisions and store activity to standard error.")
+@click.version_option(package_name="etlb")
+@click.pass_context
+def cli(context: click.Context, config_path: Path | None, verbose: bool) -> None:
+    """etlb: no irreversible agent action runs unless one named human signed for it."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr)
+    context.obj = Context(config_path)
+
+
+# init and keygen
+
+
+@cli.command()
+@pass_context
+def init(context: Context) -> None:
+    """Write a commented etlb.toml if there is none, and create or migrate the store."""
+    path = context.config_path or Path(DEFAULT_CONFIG_NAME)
+    if path.exists():
+        console.print(f"using existing configuration {path}")
+    else:
+        path.write_text(default_config_text(), encoding="utf-8")
+        console.print(f"wrote configuration {path}")
+
+    config = load_config(path)
+    store = open_store(config.store_url, base_dir=config.base_dir, create=True)
+    try:
+        size = store.ledger_size()
+    finally:
+        store.close()
+    console.print(f"store {config.store_url} is ready; its ledger has {size} records")
+
+
+@cli.command()
+@click.option("--out", "out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="Private key file.")
+@click.option(
+    "--passphrase-file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Encrypt the key with the first line of this file.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the key id and paths as JSON.")
+def keygen(out: Path, passphrase_file: Path | None, as_json: bool) -> None:
+    """Create an Ed25519 key pair: OUT (private, mode 600) and OUT without suffix + .pub.jwk (public)."""
+    passphrase = _read_passphrase(passphrase_file)
+    private_key = generate_private_key()
+    jwk = public_jwk(private_key)
+    public_path = out.with_suffix(".pub.jwk")
+
+    write_private_key(out, private_key, passphrase)
+    write_public_jwk(public_path, jwk)
+    if passphrase is None:
+        errors.print(f"[yellow]warning:[/yellow] {out} is not encrypted; pass --passphrase-file to encrypt it")
+
+    result = {"key_id": key_id(jwk), "private_key": str(out), "public_key": str(public_path)}
+    if as_json:
+        _print_json(result)
+    else:
+        console.print(f"private key {out}\npublic key  {public_path}\nkey id      {result['key_id']}")
+
+
+# bearers
+
+
+@cli.group()
+def bearer() -> None:
+    """Register, list and suspend bearers (administrator commands)."""
+
+
+@bearer.command("add")
+@click.argument("bearer_id")
+@click.option("--name", required=True, help="Display name of the person.")
+@click.option(
+    "--key",
+    "keys",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    multiple=True,
+    required=True,
+    help="Public key file (.pub.jwk from etlb keygen); repeat for several keys.",
+)
+@click.option("--attr", "attributes", multiple=True, help="Attribute KEY=VALUE, e.g. role=treasurer; repeatable.")
+@click.option("--actor", default="administrator", show_default=True, help="Who registers the bearer, for the ledger.")
+@pass_context
+def bearer_add(
+    context: Context, bearer_id: str, name: str, keys: Sequence[Path], attributes: Sequence[str], actor: str
+) -> None:
+    """Register BEARER_ID with their public keys."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}", bearer_id):
+        message = f"bearer id {bearer_id!r} is invalid: use letters, digits, '.', '_', '@' or '-' (at most 128)"
+        raise click.BadParameter(message, param_hint="BEARER_ID")
+
+    bearer_keys = []
+    for path in keys:
+        jwk = load_public_jwk(path)
+        bearer_keys.append(BearerKey(key_id(jwk), jwk))
+    record = Bearer(bearer_id, name, tuple(bearer_keys), BearerStatus.ACTIVE, _parse_attributes(attributes))
+
+    with context.gate() as gate:
+        entry = gate.register_bearer(record, actor=actor)
+    console.print(f"registered bearer {bearer_id} with {len(bearer_keys)} key(s), ledger record {entry.sequence}")
+
+
+@bearer.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def bearer_list(context: Context, as_json: bool) -> None:
+    """List registered bearers."""
+    with context.gate() as gate:
+        bearers = gate.store.list_bearers()
+
+    if as_json:
+        _print_json(
+            [
+                {
+                    "id": item.id,
+                    "name": item.name,
+                    "status": item.status.value,
+                    "keys": [key.key_id for key in item.keys],
+                    "attributes": item.attributes,
+                }
+                for item in bearers
+            ]
+        )
+        return
+
+    table = Table(title="bearers")
+    for heading in ("id", "name", "status"):
+        table.add_column(heading, overflow="fold")
+    table.add_column("keys", overflow="fold", min_width=43)
+    table.add_column("attributes", overflow="fold")
+    for item in bearers:
+        status = item.status.value if item.status is BearerStatus.ACTIVE else f"[red]{item.status.value}[/red]"
+        attributes = ", ".join(f"{key}={value}" for key, value in sorted(item.attributes.items()))
+        table.add_row(item.id, item.name, status, "\n".join(key.key_id for key in item.keys), attributes)
+    console.print(table)
+
+
+@bearer.command("suspend")
+@click.argument("bearer_id")
+@click.option("--actor", default="administrator", show_default=True, help="Who suspends the bearer, for the ledger.")
+@pass_context
+def bearer_suspend(context: Context, bearer_id: str, actor: str) -> None:
+    """Suspend BEARER_ID: none of their scopes covers anything until they are reinstated."""
+    with context.gate() as gate:
+        entry = gate.set_bearer_status(bearer_id, BearerStatus.SUSPENDED, actor=actor)
+    console.print(f"suspended bearer {bearer_id}, ledger record {entry.sequence}")
+
+
+@bearer.command("reinstate")
+@click.argument("bearer_id")
+@click.option("--actor", default="administrator", show_default=True, help="Who reinstates the bearer, for the ledger.")
+@pass_context
+def bearer_reinstate(context: Context, bearer_id: str, actor: str) -> None:
+    """Make a suspended bearer active again."""
+    with context.gate() as gate:
+        entry = gate.set_bearer_status(bearer_id, BearerStatus.ACTIVE, actor=actor)
+    console.print(f"reinstated bearer {bearer_id}, ledger record {entry.sequence}")
+
+
+# scopes
+
+
+@cli.group()
+def scope() -> None:
+    """Declare, list, show and revoke scopes."""
+
+
+@scope.command("declare")
+@click.option(
+    "--from-file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="TOML file with the scope's fields; options given on the command line override it.",
+)
+@click.option("--bearer", "bearer_id", help="Bearer id who signs.")
+@click.option("--key", "key_path", type=click.Path(path_type=Path, dir_okay=False), help="Bearer's private key file.")
+@click.option("--passphrase-file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--kind", "kinds", multiple=True, help="Kind pattern, e.g. payments.transfer or git.*; repeatable.")
+@click.option("--resource", "resources", multiple=True, help="Resource pattern, e.g. 'repo:/srv/app'; repeatable.")
+@click.option("--agent", "agents", multiple=True, help="Agent id pattern (default '*': every agent); repeatable.")
+@click.option("--max-amount", help="Cap per action, a decimal in --unit.")
+@click.option("--max-total", help="Cap on the sum of all actions, a decimal in --unit.")
+@click.option("--unit", help="Unit of the amount caps: a currency code such as EUR, or a label.")
+@click.option("--max-count", type=click.IntRange(min=0), help="Maximum number of executions.")
+@click.option("--valid-from", help="Start, RFC 3339 (default now).")
+@click.option("--valid-until", help="End, RFC 3339.")
+@click.option("--valid-for", help="Length of validity from --valid-from, e.g. 90m, 8h, 30d (default 30d).")
+@click.option("--domain", help="Free label such as payments or clinical.")
+@click.option("--terms", help="The text the bearer accepts.")
+@click.option("--terms-file", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Read the terms here.")
+@click.option("--yes", is_flag=True, help="Sign without asking; the terms are still printed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the declared scope as JSON.")
+@pass_context
+def scope_declare(context: Context, /, **options: Any) -> None:
+    """Build a scope, show the bearer its terms, sign it with the bearer's key and declare it."""
+    fields = _scope_fields(options)
+    payload = scope_payload(issued_at=datetime.now(UTC), **fields)
+
+    _show_terms(payload)
+    if not options["yes"] and not click.confirm("Sign this scope and accept liability for it?", err=True):
+        raise click.exceptions.Abort
+
+    private_key = load_private_key(
+        _required_path(options, "key_path", "--key"), _read_passphrase(options["passphrase_file"])
+    )
+    jws = sign_payload(private_key, payload, typ=SCOPE_TYP)
+    with context.gate() as gate:
+        declared = gate.declare_scope(jws)
+        state = gate.store.get_scope(declared.id)
+
+    if options["as_json"]:
+        _print_json(_scope_json(state) if state else {"scope_id": declared.id})
+    else:
+        console.print(f"declared scope [bold]{declared.id}[/bold] for bearer {declared.bearer}")
+
+
+@scope.command("list")
+@click.option("--bearer", "bearer_id", help="Only scopes of this bearer.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def scope_list(context: Context, bearer_id: str | None, as_json: bool) -> None:
+    """List declared scopes with their use so far."""
+    with context.gate() as gate:
+        states = gate.store.list_scopes(bearer=bearer_id)
+
+    if as_json:
+        _print_json([_scope_json(state) for state in states])
+        return
+
+    now = datetime.now(UTC)
+    table = Table(title="scopes")
+    table.add_column("id", overflow="fold", min_width=38)
+    for heading in ("bearer", "kinds", "resources", "agents", "used", "valid until", "status"):
+        table.add_column(heading, overflow="fold")
+    for state in states:
+        item = state.scope
+        table.add_row(
+            item.id,
+            item.bearer,
+            "\n".join(item.kinds),
+            "\n".join(item.resources),
+            "\n".join(item.agents),
+            _usage_text(state),
+            format_time(item.valid_until),
+            _status_text(state, now),
+        )
+    console.print(table)
+
+
+@scope.command("show")
+@click.argument("scope_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, including the signed token.")
+@pass_context
+def scope_show(context: Context, scope_id: str, as_json: bool) -> None:
+    """Show one scope, its terms and its use."""
+    with context.gate() as gate:
+        state = gate.store.get_scope(scope_id)
+    if state is None:
+        raise click.BadParameter(
+            f"scope {scope_id} not found; list scopes with: etlb scope list", param_hint="SCOPE_ID"
+        )
+
+    if as_json:
+        _print_json(_scope_json(state))
+        return
+
+    item = state.scope
+    table = Table.grid(padding=(0, 2))
+    rows = [
+        ("scope", item.id),
+        ("bearer", item.bearer),
+        ("signed with key", item.key_id),
+        ("kinds", ", ".join(item.kinds)),
+        ("resources", ", ".join(item.resources)),
+        ("agents", ", ".join(item.agents)),
+        ("limits", _limits_text(item.limits)),
+        ("used", _usage_text(state)),
+        ("valid", f"{format_time(item.valid_from)} to {format_time(item.valid_until)}"),
+        ("domain", item.domain or "-"),
+        ("status", _status_text(state, datetime.now(UTC))),
+    ]
+    for label, value in rows:
+        table.add_row(f"[bold]{label}[/bold]", value)
+    console.print(table)
+    console.print(Panel(item.terms, title="terms accepted by the bearer"))
+
+
+@scope.command("revoke")
+@click.argument("scope_id")
+@click.option("--key", "key_path", type=click.Path(path_type=Path, dir_okay=False), help="Bearer's private key file.")
+@click.option("--passphrase-file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--as-admin", "administrator", help="Revoke as this administrator, without the bearer's signature.")
+@click.option("--reason", default="", help="Why the scope ends, recorded in the ledger.")
+@pass_context
+def scope_revoke(
+    context: Context,
+    scope_id: str,
+    key_path: Path | None,
+    passphrase_file: Path | None,
+    administrator: str | None,
+    reason: str,
+) -> None:
+    """Revoke SCOPE_ID for every later binding, signed by its bearer or recorded as an administrator's act."""
+    if (key_path is None) == (administrator is None):
+        raise click.UsageError("pass exactly one of --key (the bearer signs) or --as-admin NAME")
+
+    with context.gate() as gate:
+        if key_path is not None:
+            state = gate.store.get_scope(scope_id)
+            if state is None:
+                raise click.BadParameter(f"scope {scope_id} not found", param_hint="SCOPE_ID")
+            private_key = load_private_key(key_path, _read_passphrase(passphrase_file))
+            payload = revocation_payload(
+                scope_id=scope_id, bearer=state.scope.bearer, reason=reason, issued_at=datetime.now(UTC)
+            )
+            entry = gate.revoke_scope(scope_id, jws=sign_payload(private_key, payload, typ=REVOCATION_TYP))
+        else:
+            entry = gate.revoke_scope(scope_id, administrator=administrator)
+    console.print(f"revoked scope {scope_id}, ledger record {entry.sequence}")
+
+
+# check
+
+
+@cli.command()
+@click.option("--tool", required=True, help="Tool name.")
+@click.option("--server", help="Server name, as the MCP proxy or adapter reports it.")
+@click.option("--args", "arguments", default="{}", help="Tool arguments as a JSON object.")
+@click.option("--agent", help="Agent id (default: [gate] agent of the configuration).")
+@click.option("--read-only-hint", is_flag=True, help="Pretend the server declared readOnlyHint: true.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def check(
+    context: Context,
+    tool: str,
+    server: str | None,
+    arguments: str,
+    agent: str | None,
+    read_only_hint: bool,
+    as_json: bool,
+) -> None:
+    """Explain the decision for a tool call without binding or recording it. Exit 3 if it would be refused."""
+    try:
+        parsed = json.loads(arguments)
+    except json.JSONDecodeError as error:
+        raise click.BadParameter(f"not JSON: {error}", param_hint="--args") from error
+    if not isinstance(parsed, dict):
+        raise click.BadParameter('must be a JSON object such as {"repo_path": "/srv/app"}', param_hint="--args")
+
+    annotations = {"readOnlyHint": True} if read_only_hint else None
+    with context.gate() as gate:
+        action, resolution = gate.explain(
+            ToolCall(tool=tool, arguments=parsed, server=server), agent=agent, annotations=annotations
+        )
+
+    reversible = action.consequence.value == "reversible"
+    chosen = resolution.covering[0].scope if resolution.covering else None
+    decision = "pass" if reversible else ("bind" if chosen else "refuse")
+    if as_json:
+        _print_json(
+            {
+                "decision": decision,
+                "action": {**action.canonical_fields(), "digest": action.digest},
+                "bearer": chosen.bearer if chosen and not reversible else None,
+                "scope_id": chosen.id if chosen and not reversible else None,
+                "code": None if decision != "refuse" else resolution.overall_code.value,
+                "reasons": [reason.to_json() for reason in resolution.reasons],
+            }
+        )
+    else:
+        console.print(
+            f"action  {action.kind} on {action.resource} ({action.consequence.value}), digest {action.digest}"
+        )
+        if decision == "pass":
+            console.print("[green]pass[/green]: reversible, runs without a binding")
+        elif chosen is not None:
+            console.print(f"[green]bind[/green] to bearer [bold]{chosen.bearer}[/bold] under scope {chosen.id}")
+        else:
+            console.print(f"[red]refuse[/red]: {resolution.overall_code.value}")
+        for reason in resolution.reasons:
+            console.print(f"  scope {reason.scope_id} of {reason.bearer}: {reason.code.value}: {reason.detail}")
+    if decision == "refuse":
+        sys.exit(EXIT_DECISION)
+
+
+# ledger
+
+
+@cli.group()
+def ledger() -> None:
+    """Show and verify the ledger."""
+
+
+@ledger.command("show")
+@click.option(
+    "--from", "start", type=click.IntRange(min=0), default=0, show_default=True, help="First sequence number."
+)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Number of records.")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as a JSON array.")
+@pass_context
+def ledger_show(context: Context, start: int, limit: int, as_json: bool) -> None:
+    """Show ledger records in order."""
+    with context.gate() as gate:
+        entries = list(gate.store.ledger_entries(start, start + limit))
+
+    if as_json:
+        _print_json([{**json.loads(entry.record), "leaf_hash": entry.leaf_hash.hex()} for entry in entries])
+        return
+
+    table = Table("seq", "time", "type", "summary", title="ledger")
+    for entry in entries:
+        record = json.loads(entry.record)
+        table.add_row(str(record["seq"]), record["time"], record["type"], _record_summary(record))
+    console.print(table)
+
+
+@ledger.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_context
+def ledger_verify(context: Context, as_json: bool) -> None:
+    """Recompute every hash and replay every decision. Exit 3 and name the record if anything is wrong."""
+    with context.gate() as gate:
+        report = verify_ledger(gate.store.ledger_entries(), usage_table=gate.store.usage_table())
+
+    if as_json:
+        _print_json(
+            {
+                "ok": report.ok,
+                "size": report.size,
+                "counts": dict(report.counts),
+                "head_chain_hash": report.head_chain_hash.hex(),
+                "problems": [{"sequence": problem.sequence, "message": problem.message} for problem in report.problems],
+            }
+        )
+    elif report.ok:
+        counts = ", ".join(f"{count} {name}" for name, count in sorted(report.counts.items()))
+        console.print(f"[green]ledger verified[/green]: {report.size} records ({counts})")
+        console.print(f"head chain hash {report.head_chain_hash.hex()}")
+    else:
+        for problem in report.problems:
+            where = f"record {problem.sequence}" if problem.sequence is not None else "store"
+            errors.print(f"[red]ledger verification failed[/red] at {where}: {problem.message}", highlight=False)
+    if not report.ok:
+        sys.exit(EXIT_DECISION)
+
+
+@cli.command("mcp-proxy", context_settings={"ignore_unknown_options": True})
+@click.option("--agent", help="Agent id the gate binds calls to (default: [gate] agent of the configuration).")
+@click.option("--server", "server_name", help="Server name for classification (default: from COMMAND).")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_context
+def mcp_proxy(context: Context, agent: str | None, server_name: str | None, command: tuple[str, ...]) -> None:
+    """Run an MCP server (COMMAND, after --) behind the gate, speaking MCP over stdio."""
+    import anyio
+
+    from etlb.mcp_proxy import default_server_name, run_proxy
+
+    logging.getLogger().setLevel(logging.INFO)
+    with context.gate() as gate:
+        anyio.run(
+            _run_proxy,
+            run_proxy,
+            gate,
+            list(command),
+            server_name or default_server_name(list(command)),
+            agent,
+        )
+
+
+async def _run_proxy(run: Any, gate: Gate, command: list[str], server_name: str, agent: str | None) -> None:
+    await run(gate, command=command, server_name=server_name, agent=agent)
+
+
+# helpers
+
+
+def _scope_fields(options: dict[str, Any]) -> dict[str, Any]:
+    """Merge `--from-file` with the command-line options into the arguments of `scope_payload`."""
+    data: dict[str, Any] = {}
+    if options["from_file"] is not None:
+        try:
+            data = tomllib.loads(options["from_file"].read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as error:
+            raise click.BadParameter(f"not valid TOML: {error}", param_hint="--from-file") from error
+    limits_data = data.pop("limits", {})
+
+    def pick(name: str, file_name: str | None = None) -> Any:
+        value = options.get(name)
+        if value not in (None, ()):
+            return list(value) if isinstance(value, tuple) else value
+        return data.get(file_name or name, limits_data.get(file_name or name))
+
+    bearer_id = pick("bearer_id", "bearer")
+    if not bearer_id:
+        raise click.UsageError('missing --bearer (or bearer = "…" in --from-file)')
+    if options.get("key_path") is None and data.get("key"):
+        options["key_path"] = Path(data["key"])
+
+    terms = pick("terms")
+    terms_file = options["terms_file"] or (Path(data["terms_file"]) if data.get("terms_file") else None)
+    if terms_file is not None:
+        terms = terms_file.read_text(encoding="utf-8")
+    if not terms:
+        raise click.UsageError("missing --terms or --terms-file: the bearer must see what they accept")
+
+    valid_from = _time_option(pick("valid_from"), "--valid-from") or datetime.now(UTC)
+    valid_until = _time_option(pick("valid_until"), "--valid-until")
+    if valid_until is None:
+        valid_until = valid_from + _duration(pick("valid_for") or "30d")
+
+    unit = pick("unit")
+    limits = Limits(
+        max_amount=_decimal_option(pick("max_amount"), "--max-amount"),
+        max_total=_decimal_option(pick("max_total"), "--max-total"),
+        max_count=pick("max_count"),
+        unit=unit,
+    )
+
+    return {
+        "bearer": bearer_id,
+        "kinds": _pattern_list(pick("kinds"), "--kind"),
+        "resources": _pattern_list(pick("resources"), "--resource"),
+        "agents": _pattern_list(pick("agents") or ["*"], "--agent"),
+        "limits": limits,
+        "valid_from": valid_from,
+        "valid_until": valid_until,
+        "terms": terms,
+        "domain": pick("domain") or "",
+    }
+
+
+def _pattern_list(value: Any, option: str) -> list[str]:
+    if not value:
+        raise click.UsageError(f"missing {option}: give at least one pattern")
+    if isinstance(value, str):
+        value = [value]
+    return [str(item) for item in value]
+
+
+def _time_option(value: Any, option: str) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        return parse_time(str(value))
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint=option) from error
+
+
+def _decimal_option(value: Any, option: str) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, float):
+        raise click.BadParameter(f"{value!r} is a float; quote it as a decimal string", param_hint=option)
+    try:
+        return Decimal(str(value))
+    except InvalidOperation as error:
+        raise click.BadParameter(f"{value!r} is not a decimal number", param_hint=option) from error
+
+
+_DURATION = re.compile(r"(\d+)([smhd])")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def _duration(text: str) -> timedelta:
+    match = _DURATION.fullmatch(str(text).strip())
+    if match is None:
+        raise click.BadParameter(f"{text!r} is not a duration such as 90m, 8h or 30d", param_hint="--valid-for")
+    return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def _required_path(options: dict[str, Any], name: str, option: str) -> Path:
+    value = options.get(name)
+    if value is None:
+        raise click.UsageError(f"missing {option}: the bearer's private key file signs the scope")
+    return Path(value)
+
+
+def _read_passphrase(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise KeyFileError(f"cannot read passphrase file {path}: {error.strerror}") from error
+    if not lines or not lines[0]:
+        raise KeyFileError(f"passphrase file {path} is empty")
+    return lines[0].encode("utf-8")
+
+
+def _parse_attributes(pairs: Sequence[str]) -> dict[str, str]:
+    attributes: dict[str, str] = {}
+    for pair in pairs:
+        name, separator, value = pair.partition("=")
+        if not separator or not name:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--attr")
+        attributes[name] = value
+    return attributes
+
+
+def _show_terms(payload: dict[str, Any]) -> None:
+    limits = Limits.from_json(payload["limits"])
+    summary = Table.grid(padding=(0, 2))
+    for label, value in [
+        ("bearer", payload["bearer"]),
+        ("kinds", ", ".join(payload["kinds"])),
+        ("resources", ", ".join(payload["resources"])),
+        ("agents", ", ".join(payload["agents"])),
+        ("limits", _limits_text(limits)),
+        ("valid", f"{payload['valid_from']} to {payload['valid_until']}"),
+    ]:
+        summary.add_row(f"[bold]{label}[/bold]", value)
+    errors.print(Panel(summary, title="scope to sign"))
+    errors.print(Panel(payload["terms"], title="terms you accept"))
+
+
+def _limits_text(limits: Limits) -> str:
+    parts = []
+    if limits.max_amount is not None:
+        parts.append(f"at most {limits.max_amount} {limits.unit} per action")
+    if limits.max_total is not None:
+        parts.append(f"at most {limits.max_total} {limits.unit} in total")
+    if limits.max_count is not None:
+        parts.append(f"at most {limits.max_count} executions")
+    return ", ".join(parts) or "none"
+
+
+def _usage_text(state: ScopeState) -> str:
+    limits = state.scope.limits
+    text = f"{state.usage.count}" + (f"/{limits.max_count}" if limits.max_count is not None else "")
+    if limits.max_total is not None:
+        text += f", {state.usage.amount}/{limits.max_total} {limits.unit}"
+    return text
+
+
+def _status_text(state: ScopeState, now: datetime) -> str:
+    if state.revoked:
+        return "[red]revoked[/red]"
+    if state.bearer is None or state.bearer.status is not BearerStatus.ACTIVE:
+        return "[red]bearer suspended[/red]"
+    if now >= state.scope.valid_until:
+        return "[yellow]expired[/yellow]"
+    if now < state.scope.valid_from:
+        return "[yellow]not yet valid[/yellow]"
+    return "[green]active[/green]"
+
+
+def _scope_json(state: ScopeState) -> dict[str, Any]:
+    item = state.scope
+    return {
+        "scope_id": item.id,
+        "bearer": item.bearer,
+        "key_id": item.key_id,
+        "kinds": list(item.kinds),
+        "resources": list(item.resources),
+        "agents": list(item.agents),
+        "limits": item.limits.to_json(),
+        "valid_from": format_time(item.valid_from),
+        "valid_until": format_time(item.valid_until),
+        "domain": item.domain,
+        "terms": item.terms,
+        "revoked": state.revoked,
+        "used": {"count": state.usage.count, "amount": str(state.usage.amount)},
+        "jws": item.jws,
+    }
+
+
+def _record_summary(record: dict[str, Any]) -> str:
+    data = record["data"]
+    record_type = record["type"]
+    if record_type == "binding":
+        action = data["action"]
+        return (
+            f"{action['kind']} on {action['resource']} by {action['agent']} -> {data['bearer']} ({data['binding_id']})"
+        )
+    if record_type == "refusal":
+        action = data["action"]
+        return f"{action['kind']} on {action['resource']} by {action['agent']}: {data['code']}"
+    if record_type == "outcome":
+        return f"{data['binding_id']}: {data['status']}"
+    if record_type == "scope.declared":
+        return f"{data['scope_id']} by {data['bearer']}"
+    if record_type == "scope.revoked":
+        return f"{data['scope_id']} by {data['by']} {data['actor']}"
+    if record_type == "bearer.registered":
+        return f"{data['bearer']['id']} ({data['bearer']['name']})"
+    if record_type == "bearer.status":
+        return f"{data['bearer_id']} -> {data['status']}"
+    return ""
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True))

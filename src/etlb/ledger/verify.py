@@ -1,0 +1,223 @@
+"""Full ledger verification: hashes, sequence, and a replay of every decision. No I/O.
+
+A verifier who does not trust the operator runs this over the records alone. It checks that:
+- sequence numbers run from 0 without gaps, and each record states its own sequence number;
+- each record is canonical JSON whose RFC 9162 leaf hash and chain hash match the stored ones;
+- every scope was signed by a key registered to its bearer before the declaration;
+- every binding names a scope declared before it, not revoked, inside its window, whose bearer was
+  active, whose patterns cover the action, and whose limits held at the binding's position;
+- every outcome follows its binding, once;
+- the store's budget usage equals what the bindings consumed, so an edited usage table is found.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from etlb.canonical import canonical_bytes
+from etlb.declarations import SCOPE_TYP, scope_from_payload
+from etlb.errors import EtlbError
+from etlb.ledger.records import GENESIS_CHAIN_HASH, LedgerEntry, RecordType, chain_hash, leaf_hash
+from etlb.model import Amount, Scope, ScopeUsage, parse_time
+from etlb.patterns import AGENT_SEPARATOR, KIND_SEPARATOR, RESOURCE_SEPARATOR, glob_match
+from etlb.signing import verify_jws
+
+__all__ = ["Problem", "VerificationReport", "verify_ledger"]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    sequence: int | None
+    message: str
+
+
+@dataclass
+class VerificationReport:
+    size: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+    problems: list[Problem] = field(default_factory=list)
+    head_chain_hash: bytes = GENESIS_CHAIN_HASH
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class _ScopeReplay:
+    scope: Scope
+    declared_at: int
+    revoked: bool = False
+    count: int = 0
+    amount: Decimal = Decimal(0)
+
+
+def verify_ledger(
+    entries: Iterable[LedgerEntry], *, usage_table: Mapping[str, ScopeUsage] | None = None
+) -> VerificationReport:
+    """Verify a whole ledger in order; every problem found is reported with its sequence number."""
+    report = VerificationReport()
+    previous_chain = GENESIS_CHAIN_HASH
+    keys: dict[str, dict[str, dict[str, str]]] = {}
+    bearer_status: dict[str, str] = {}
+    scopes: dict[str, _ScopeReplay] = {}
+    bindings: dict[str, str] = {}
+    completed: set[str] = set()
+
+    for expected_sequence, entry in enumerate(entries):
+        report.size += 1
+        if entry.sequence != expected_sequence:
+            report.problems.append(
+                Problem(entry.sequence, f"sequence {entry.sequence} found where {expected_sequence} was expected")
+            )
+            return report
+
+        problem = _check_hashes(entry, previous_chain)
+        if problem is not None:
+            report.problems.append(Problem(entry.sequence, problem))
+            return report
+        previous_chain = entry.chain_hash
+        report.head_chain_hash = entry.chain_hash
+
+        record = json.loads(entry.record)
+        report.counts[record.get("type", "?")] += 1
+        try:
+            _replay(record, keys, bearer_status, scopes, bindings, completed)
+        except _ReplayError as error:
+            report.problems.append(Problem(entry.sequence, str(error)))
+        except (KeyError, TypeError, ValueError, EtlbError) as error:
+            report.problems.append(Problem(entry.sequence, f"record is malformed: {type(error).__name__}: {error}"))
+
+    if usage_table is not None:
+        for scope_id, replay in scopes.items():
+            stored = usage_table.get(scope_id, ScopeUsage())
+            if stored.count != replay.count or stored.amount != replay.amount:
+                report.problems.append(
+                    Problem(
+                        None,
+                        f"usage of scope {scope_id} in the store is {stored.count} executions and "
+                        f"{stored.amount}, but its bindings in the ledger add up to {replay.count} and {replay.amount}",
+                    )
+                )
+    return report
+
+
+class _ReplayError(Exception):
+    pass
+
+
+def _check_hashes(entry: LedgerEntry, previous_chain: bytes) -> str | None:
+    try:
+        record = json.loads(entry.record)
+        canonical = canonical_bytes(record)
+    except ValueError as error:
+        return f"record is not JSON: {error}"
+
+    if canonical != entry.record:
+        return "record is not in RFC 8785 canonical form"
+    if record.get("seq") != entry.sequence:
+        return f"record states sequence {record.get('seq')!r} but is stored at {entry.sequence}"
+    if leaf_hash(entry.record) != entry.leaf_hash:
+        return "leaf hash does not match the record bytes: the record was changed after it was written"
+    if chain_hash(previous_chain, entry.leaf_hash) != entry.chain_hash:
+        return "chain hash does not follow from the previous record: a record was changed, removed or inserted"
+    return None
+
+
+def _replay(
+    record: dict[str, Any],
+    keys: dict[str, dict[str, dict[str, str]]],
+    bearer_status: dict[str, str],
+    scopes: dict[str, _ScopeReplay],
+    bindings: dict[str, str],
+    completed: set[str],
+) -> None:
+    record_type = RecordType(record["type"])
+    data = record["data"]
+    sequence = record["seq"]
+
+    if record_type is RecordType.BEARER_REGISTERED:
+        bearer = data["bearer"]
+        keys[bearer["id"]] = {key["key_id"]: key["jwk"] for key in bearer["keys"]}
+        bearer_status[bearer["id"]] = bearer["status"]
+
+    elif record_type is RecordType.BEARER_STATUS:
+        if data["bearer_id"] not in bearer_status:
+            raise _ReplayError(f"status change for bearer {data['bearer_id']}, who was never registered")
+        bearer_status[data["bearer_id"]] = data["status"]
+
+    elif record_type is RecordType.SCOPE_DECLARED:
+        jwk = keys.get(data["bearer"], {}).get(data["key_id"])
+        if jwk is None:
+            raise _ReplayError(
+                f"scope {data['scope_id']} is signed by key {data['key_id']}, not registered to {data['bearer']}"
+            )
+        payload = verify_jws(data["jws"], jwk, typ=SCOPE_TYP)
+        scope = scope_from_payload(payload, jws=data["jws"], key_id=data["key_id"])
+        if scope.id != data["scope_id"] or scope.bearer != data["bearer"]:
+            raise _ReplayError(f"scope {data['scope_id']} does not match its signed declaration")
+        scopes[scope.id] = _ScopeReplay(scope, sequence)
+
+    elif record_type is RecordType.SCOPE_REVOKED:
+        if data["scope_id"] not in scopes:
+            raise _ReplayError(f"revocation of scope {data['scope_id']}, which was never declared")
+        scopes[data["scope_id"]].revoked = True
+
+    elif record_type is RecordType.BINDING:
+        _replay_binding(data, parse_time(record["time"]), bearer_status, scopes)
+        bindings[data["binding_id"]] = data["action"]["digest"]
+
+    elif record_type is RecordType.OUTCOME:
+        binding_id = data["binding_id"]
+        if binding_id not in bindings:
+            raise _ReplayError(f"outcome for binding {binding_id}, which is not earlier in the ledger")
+        if binding_id in completed:
+            raise _ReplayError(f"second outcome for binding {binding_id}")
+        if bindings[binding_id] != data["action_digest"]:
+            raise _ReplayError(f"outcome names action {data['action_digest']}, binding {binding_id} another")
+        completed.add(binding_id)
+
+
+def _replay_binding(
+    data: dict[str, Any], time: Any, bearer_status: dict[str, str], scopes: dict[str, _ScopeReplay]
+) -> None:
+    binding_id = data["binding_id"]
+    replay = scopes.get(data["scope_id"])
+    if replay is None:
+        raise _ReplayError(f"binding {binding_id} names scope {data['scope_id']}, which was not declared before it")
+
+    scope = replay.scope
+    action = data["action"]
+    if replay.revoked:
+        raise _ReplayError(f"binding {binding_id} uses scope {scope.id} after its revocation")
+    if data["bearer"] != scope.bearer:
+        raise _ReplayError(f"binding {binding_id} names bearer {data['bearer']}, scope {scope.id} is {scope.bearer}'s")
+    if bearer_status.get(scope.bearer) != "active":
+        raise _ReplayError(f"binding {binding_id} made while bearer {scope.bearer} was not active")
+    if not scope.valid_from <= time < scope.valid_until:
+        raise _ReplayError(f"binding {binding_id} made outside the validity window of scope {scope.id}")
+    if not any(glob_match(pattern, action["kind"], KIND_SEPARATOR) for pattern in scope.kinds):
+        raise _ReplayError(f"binding {binding_id}: kind {action['kind']} is not covered by scope {scope.id}")
+    if not any(glob_match(pattern, action["resource"], RESOURCE_SEPARATOR) for pattern in scope.resources):
+        raise _ReplayError(f"binding {binding_id}: resource {action['resource']} is not covered by scope {scope.id}")
+    if not any(glob_match(pattern, action["agent"], AGENT_SEPARATOR) for pattern in scope.agents):
+        raise _ReplayError(f"binding {binding_id}: agent {action['agent']} is not covered by scope {scope.id}")
+
+    reserved = data["reserved"]["amount"]
+    value = Amount.parse(reserved["value"], reserved["unit"]).value if reserved else Decimal(0)
+    limits = scope.limits
+    replay.count += 1
+    replay.amount += value
+    if limits.max_count is not None and replay.count > limits.max_count:
+        raise _ReplayError(
+            f"binding {binding_id} is execution {replay.count} of scope {scope.id}, max {limits.max_count}"
+        )
+    if limits.max_amount is not None and value > limits.max_amount:
+        raise _ReplayError(f"binding {binding_id} reserved {value}, above the per-action cap of scope {scope.id}")
+    if limits.max_total is not None and replay.amount > limits.max_total:
+        raise _ReplayError(f"binding {binding_id} brings scope {scope.id} to {replay.amount}, above its total cap")
