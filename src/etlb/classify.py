@@ -164,6 +164,10 @@ def _amount(rule: RuleConfig, call: ToolCall) -> Amount | None:
     except InvalidOperation as error:
         message = f"amount {text!r} of tool {call.tool!r} is not a decimal number"
         raise ClassificationError(message) from error
+    if not value.is_finite():
+        # Checked before the sign, because comparing a NaN raises InvalidOperation.
+        message = f"amount {text!r} of tool {call.tool!r} is not a finite number"
+        raise ClassificationError(message)
     if value < 0:
         # A negative amount would hand budget back to the scope, so it is never classified.
         message = f"amount {text} of tool {call.tool!r} is negative"

@@ -27,7 +27,7 @@ import anyio.to_thread
 from etlb.canonical import sha256_digest
 from etlb.classify import Classifier
 from etlb.config import Config, load_config
-from etlb.declarations import REVOCATION_TYP, REVOCATION_TYPE, SCOPE_TYP, scope_from_payload
+from etlb.declarations import REVOCATION_TYP, REVOCATION_TYPE, SCOPE_TYP, scope_from_payload, scope_id_for
 from etlb.errors import (
     ClassificationError,
     DeclarationError,
@@ -402,7 +402,7 @@ def _signature_valid(state: ScopeState) -> bool:
     if bearer is None:
         return False
     key = bearer.key(state.scope.key_id)
-    if key is None:
+    if key is None or scope_id_for(state.scope.jws) != state.scope.id:
         return False
     return _verified(state.scope.jws, key.public_jwk["x"])
 

@@ -14,15 +14,16 @@ import base64
 import json
 import os
 import stat
-import warnings
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from joserfc import jws
-from joserfc.errors import JoseError
+from joserfc.errors import JoseError, UnsupportedAlgorithmError
+from joserfc.jwa import JWSAlgModel
 from joserfc.jwk import OKPKey
+from joserfc.jws import JWSRegistry
 
 from etlb.canonical import canonical_bytes
 from etlb.errors import KeyFileError, SignatureError
@@ -44,9 +45,26 @@ __all__ = [
 
 JWS_ALGORITHMS = ("EdDSA", "Ed25519")
 
-# joserfc warns that RFC 9864 deprecates the polymorphic "EdDSA" name. etlb keeps emitting it on
-# purpose, because PyJWT and other verifiers do not know the "Ed25519" name yet.
-warnings.filterwarnings("ignore", message="EdDSA is deprecated", module="joserfc")
+
+class _EdDSARegistry(JWSRegistry):
+    """A joserfc registry that allows only the Ed25519 names and does not warn about `EdDSA`.
+
+    joserfc warns on every use of `EdDSA` because RFC 9864 deprecates the polymorphic name. etlb emits
+    it on purpose, since PyJWT and other verifiers do not accept `Ed25519` yet, and keys are checked
+    to be Ed25519 (never Ed448) before use.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(algorithms=list(JWS_ALGORITHMS))
+
+    def get_alg(self, name: str) -> JWSAlgModel:
+        if name not in JWS_ALGORITHMS or name not in self.algorithms:
+            message = f"JWS algorithm {name!r} is not allowed; expected one of {', '.join(JWS_ALGORITHMS)}"
+            raise UnsupportedAlgorithmError(message)
+        return self.algorithms[name]
+
+
+_REGISTRY = _EdDSARegistry()
 
 
 def generate_private_key() -> Ed25519PrivateKey:
@@ -122,6 +140,10 @@ def load_private_key(path: Path, passphrase: bytes | None = None) -> Ed25519Priv
     try:
         key = serialization.load_pem_private_key(pem, password=passphrase or None)
     except TypeError as error:
+        # cryptography raises TypeError both for a missing and for an unexpected passphrase.
+        if passphrase:
+            message = f"key file {path} is not encrypted, but a passphrase was given"
+            raise KeyFileError(message, hint="omit --passphrase-file for this key") from error
         message = f"key file {path} is encrypted and no passphrase was given"
         raise KeyFileError(message, hint="pass --passphrase-file FILE") from error
     except ValueError as error:
@@ -154,7 +176,7 @@ def sign_payload(private_key: Ed25519PrivateKey, payload: dict[str, Any], *, typ
     )
     okp = _okp_key({**jwk, "d": _b64url(raw)})
     header = {"alg": "EdDSA", "kid": key_id(jwk), "typ": typ}
-    return jws.serialize_compact(header, canonical_bytes(payload), okp, algorithms=["EdDSA"])
+    return jws.serialize_compact(header, canonical_bytes(payload), okp, registry=_REGISTRY)
 
 
 def read_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -192,13 +214,19 @@ def verify_jws(token: str, jwk: dict[str, str], *, typ: str) -> dict[str, Any]:
 
     try:
         okp = _okp_key(parse_public_jwk(jwk))
-        verified = jws.deserialize_compact(token, okp, algorithms=list(JWS_ALGORITHMS))
+        verified = jws.deserialize_compact(token, okp, registry=_REGISTRY)
     except (JoseError, KeyFileError, ValueError) as error:
         message = f"JWS signature does not verify with key {key_id(jwk)}: {error}"
         raise SignatureError(message) from error
 
     payload = json.loads(verified.payload)
-    if canonical_bytes(payload) != verified.payload:
+    try:
+        canonical = canonical_bytes(payload)
+    except ValueError as error:
+        # JSON allows values that RFC 8785 cannot write, such as NaN or integers beyond 2**53 - 1.
+        message = f"JWS payload has no RFC 8785 canonical form: {error}"
+        raise SignatureError(message) from error
+    if canonical != verified.payload:
         message = "JWS payload is not RFC 8785 canonical JSON, so its bytes are ambiguous"
         raise SignatureError(message)
     return dict(payload)

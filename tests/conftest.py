@@ -1,0 +1,133 @@
+"""Shared fixtures: a gate on a real SQLite file with a settable clock, and bearers who sign scopes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from etlb.config import parse_config
+from etlb.declarations import SCOPE_TYP, scope_payload
+from etlb.gate import Gate
+from etlb.model import Bearer, BearerKey, Limits, Scope
+from etlb.signing import generate_private_key, key_id, public_jwk, sign_payload
+from etlb.store.sqlite import SQLiteStore
+
+START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+@dataclass
+class Clock:
+    now: datetime = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@dataclass
+class World:
+    """A gate, its store and clock, and the private keys of the bearers registered in it."""
+
+    gate: Gate
+    clock: Clock
+    path: Path
+    keys: dict[str, Ed25519PrivateKey] = field(default_factory=dict)
+
+    def add_bearer(self, bearer_id: str) -> Ed25519PrivateKey:
+        private_key = generate_private_key()
+        jwk = public_jwk(private_key)
+        self.gate.register_bearer(Bearer(bearer_id, bearer_id.title(), (BearerKey(key_id(jwk), jwk),)))
+        self.keys[bearer_id] = private_key
+        return private_key
+
+    def sign_scope(
+        self,
+        bearer_id: str,
+        *,
+        kinds: list[str],
+        resources: list[str] | None = None,
+        agents: list[str] | None = None,
+        max_amount: str | None = None,
+        max_total: str | None = None,
+        unit: str | None = None,
+        max_count: int | None = None,
+        valid_from: datetime | None = None,
+        valid_until: datetime | None = None,
+        signer: Ed25519PrivateKey | None = None,
+    ) -> str:
+        start = valid_from or self.clock.now - timedelta(minutes=1)
+        payload = scope_payload(
+            bearer=bearer_id,
+            kinds=kinds,
+            resources=resources or ["**"],
+            agents=agents or ["*"],
+            limits=Limits(
+                max_amount=Decimal(max_amount) if max_amount is not None else None,
+                max_total=Decimal(max_total) if max_total is not None else None,
+                max_count=max_count,
+                unit=unit,
+            ),
+            valid_from=start,
+            valid_until=valid_until or start + timedelta(days=30),
+            terms=f"{bearer_id} accepts liability for {', '.join(kinds)}",
+            issued_at=self.clock.now,
+        )
+        return sign_payload(signer or self.keys[bearer_id], payload, typ=SCOPE_TYP)
+
+    def declare(self, bearer_id: str, **fields: Any) -> Scope:
+        return self.gate.declare_scope(self.sign_scope(bearer_id, **fields))
+
+
+def build_world(tmp_path: Path, config_text: str) -> World:
+    config_path = tmp_path / "etlb.toml"
+    config_path.write_text(config_text, encoding="utf-8")
+    config = parse_config(config_text, path=config_path)
+    clock = Clock()
+    store = SQLiteStore(tmp_path / "etlb.db")
+    return World(Gate(config, store, clock=clock), clock, tmp_path / "etlb.db")
+
+
+PAYMENTS_CONFIG = """
+[gate]
+store = "sqlite:///etlb.db"
+agent = "agent-1"
+
+[servers.docs]
+trusted = true
+
+[[rules]]
+server = "bank"
+tool = "transfer"
+kind = "payments.transfer"
+resource = "account:{from_account}"
+amount = "{amount}"
+unit = "{currency}"
+
+[[rules]]
+server = "git"
+tool = "git_commit"
+kind = "git.commit"
+resource = "repo:{repo_path}"
+
+[[rules]]
+server = "docs"
+tool = "search"
+kind = "docs.search"
+consequence = "reversible"
+"""
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    built = build_world(tmp_path, PAYMENTS_CONFIG)
+    yield built
+    built.gate.close()
