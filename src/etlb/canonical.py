@@ -18,8 +18,8 @@ __all__ = ["canonical_bytes", "sha256_digest", "sha256_hex"]
 def canonical_bytes(value: Any) -> bytes:
     """Serialise a JSON value as RFC 8785 bytes.
 
-    Raises `ValueError` for a value JSON cannot hold (a set, a `Decimal`, NaN, an integer beyond the
-    IEEE 754 double range) instead of guessing a representation.
+    Raises `ValueError` for a value JSON cannot hold (a set, a `Decimal`, NaN, a lone surrogate, an
+    integer outside the I-JSON range of ±(2**53 - 1)) instead of guessing a representation.
     """
     try:
         return rfc8785.dumps(value)

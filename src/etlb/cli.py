@@ -548,7 +548,9 @@ def mcp_proxy(context: Context, agent: str | None, server_name: str | None, comm
     from etlb.mcp_proxy import default_server_name, run_proxy
 
     logging.getLogger().setLevel(logging.INFO)
-    with context.gate() as gate:
+    # The proxy starts even when the store cannot be opened, so that each call is refused with
+    # store_unavailable and the agent learns why, instead of the server failing to start.
+    with Gate.from_config(context.config_path, require_store=False) as gate:
         anyio.run(
             _run_proxy,
             run_proxy,

@@ -36,6 +36,7 @@ from etlb.errors import (
     Refused,
     SignatureError,
     StoreError,
+    StoreUnavailable,
 )
 from etlb.ledger.records import LedgerEntry
 from etlb.model import (
@@ -53,7 +54,7 @@ from etlb.model import (
 )
 from etlb.resolve import Candidate, Resolution, refusal_message, resolve
 from etlb.signing import read_unverified, verify_jws
-from etlb.store import ScopeState, Store, open_store
+from etlb.store import ScopeState, Store, UnavailableStore, open_store
 
 __all__ = ["Gate"]
 
@@ -77,10 +78,26 @@ class Gate:
         self._clock = clock
 
     @classmethod
-    def from_config(cls, path: str | Path | None = None, *, clock: Callable[[], datetime] = _utc_now) -> Gate:
-        """Build a gate from `etlb.toml` (default `./etlb.toml`). The store must exist: see `etlb init`."""
+    def from_config(
+        cls,
+        path: str | Path | None = None,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        require_store: bool = True,
+    ) -> Gate:
+        """Build a gate from `etlb.toml` (default `./etlb.toml`). The store must exist: see `etlb init`.
+
+        With `require_store=False` a store that cannot be opened does not raise here: the gate starts,
+        logs the error, and refuses every irreversible action with `store_unavailable`.
+        """
         config = load_config(path)
-        store = open_store(config.store_url, base_dir=config.base_dir, create=False)
+        try:
+            store: Store = open_store(config.store_url, base_dir=config.base_dir, create=False)
+        except StoreUnavailable as error:
+            if require_store:
+                raise
+            logger.error("store unavailable, every irreversible action will be refused: %s", error.message)
+            store = cast(Store, UnavailableStore(error))
         return cls(config, store, clock=clock)
 
     def close(self) -> None:

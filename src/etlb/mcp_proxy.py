@@ -218,23 +218,16 @@ class _GatedProxy:
             call_id=str(ctx.request_id) if ctx.request_id is not None else None,
         )
 
-        annotations = await self._annotations_for(call.tool)
-
-        # The binding is durable once `bind` returns, so a cancellation must not land between the
-        # two and lose it. Cancellation is checked right after, with the binding in hand.
+        # `bind` commits the binding before it returns, so the wait for it is shielded: a cancellation
+        # during the wait would drop the binding without an outcome. The checkpoint below delivers a
+        # pending cancellation with the binding in hand.
         try:
+            annotations = await self._annotations_for(call.tool)
             with anyio.CancelScope(shield=True):
                 binding = await anyio.to_thread.run_sync(
                     functools.partial(self._gate.bind, call, agent=self._agent, annotations=annotations)
                 )
         except Refused as refused:
-            logger.info(
-                "refused %s on server %r: %s (refusal %s)",
-                call.tool,
-                self._server_name,
-                refused.code.value,
-                refused.refusal.id,
-            )
             return _refusal_result(refused, server_name=self._server_name)
         except Exception as error:
             # Fail closed: whatever went wrong in the gate, the call is not forwarded.
@@ -263,13 +256,6 @@ class _GatedProxy:
         return await self._forward_bound(binding, call)
 
     async def _forward_bound(self, binding: Binding, call: ToolCall) -> types.CallToolResult:
-        logger.info(
-            "bound %s to bearer %r under scope %s (binding %s)",
-            call.tool,
-            binding.bearer,
-            binding.scope_id,
-            binding.id,
-        )
         try:
             result = await self.upstream.call_tool(call.tool, call.arguments)
         except anyio.get_cancelled_exc_class():

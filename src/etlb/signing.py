@@ -214,8 +214,13 @@ def verify_jws(token: str, jwk: dict[str, str], *, typ: str) -> dict[str, Any]:
 
     try:
         okp = _okp_key(parse_public_jwk(jwk))
+    except KeyFileError as error:
+        # Checked apart from the signature, because an invalid key has no key id to name.
+        message = f"JWS cannot be verified with an invalid public key: {error.message}"
+        raise SignatureError(message) from error
+    try:
         verified = jws.deserialize_compact(token, okp, registry=_REGISTRY)
-    except (JoseError, KeyFileError, ValueError) as error:
+    except (JoseError, ValueError) as error:
         message = f"JWS signature does not verify with key {key_id(jwk)}: {error}"
         raise SignatureError(message) from error
 

@@ -169,8 +169,9 @@ def _replay(
         scopes[data["scope_id"]].revoked = True
 
     elif record_type is RecordType.BINDING:
-        _replay_binding(data, parse_time(record["time"]), bearer_status, scopes)
+        # Registered before it is checked, so that one bad binding is reported once, not again at its outcome.
         bindings[data["binding_id"]] = data["action"]["digest"]
+        _replay_binding(data, parse_time(record["time"]), bearer_status, scopes)
 
     elif record_type is RecordType.OUTCOME:
         binding_id = data["binding_id"]
@@ -191,7 +192,14 @@ def _replay_binding(
     if replay is None:
         raise _ReplayError(f"binding {binding_id} names scope {data['scope_id']}, which was not declared before it")
 
+    # Every binding consumed budget in the store, valid or not, so it is counted before it is judged.
+    reserved = data["reserved"]["amount"]
+    value = Amount.parse(reserved["value"], reserved["unit"]).value if reserved else Decimal(0)
+    replay.count += 1
+    replay.amount += value
+
     scope = replay.scope
+    limits = scope.limits
     action = data["action"]
     if replay.revoked:
         raise _ReplayError(f"binding {binding_id} uses scope {scope.id} after its revocation")
@@ -208,11 +216,6 @@ def _replay_binding(
     if not any(glob_match(pattern, action["agent"], AGENT_SEPARATOR) for pattern in scope.agents):
         raise _ReplayError(f"binding {binding_id}: agent {action['agent']} is not covered by scope {scope.id}")
 
-    reserved = data["reserved"]["amount"]
-    value = Amount.parse(reserved["value"], reserved["unit"]).value if reserved else Decimal(0)
-    limits = scope.limits
-    replay.count += 1
-    replay.amount += value
     if limits.max_count is not None and replay.count > limits.max_count:
         raise _ReplayError(
             f"binding {binding_id} is execution {replay.count} of scope {scope.id}, max {limits.max_count}"

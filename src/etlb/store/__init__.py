@@ -3,11 +3,32 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, NoReturn
 
-from etlb.errors import ConfigError
+from etlb.errors import ConfigError, StoreUnavailable
 from etlb.store.base import BindingState, Judge, ScopeState, Store
 
-__all__ = ["BindingState", "Judge", "ScopeState", "Store", "open_store"]
+__all__ = ["BindingState", "Judge", "ScopeState", "Store", "UnavailableStore", "open_store"]
+
+
+class UnavailableStore:
+    """A store that could not be opened. Every operation raises the error that opening raised.
+
+    A gate built on it refuses every irreversible action with `store_unavailable`, so an MCP proxy or
+    adapter can still start and tell the agent why nothing runs, instead of failing without a word.
+    """
+
+    def __init__(self, error: StoreUnavailable) -> None:
+        self.error = error
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        def unavailable(*_: object, **__: object) -> NoReturn:
+            raise StoreUnavailable(self.error.message, hint=self.error.hint)
+
+        return unavailable
 
 
 def open_store(url: str, *, base_dir: Path | None = None, create: bool = True) -> Store:
