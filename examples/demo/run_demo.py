@@ -1,10 +1,11 @@
 """Run the etlb demo: an agent works on a git repository through `etlb mcp-proxy`.
 
 The script needs no network and no input. It creates a temporary git repository and an etlb store,
-registers the bearer Alice, lets her sign a scope for at most 2 commits, then plays the calls in
+registers the bearer Alice and lets her sign a scope for at most 2 commits. Then it plays the calls in
 transcript.json through a real MCP client session with the proxy, which runs `mcp-server-git`
 upstream. It reads each decision from the tool result and the ledger, runs `etlb ledger verify`,
-prints a summary table and exits with status 1 when any decision differs from the transcript.
+prints a summary table and exits with status 1 when any decision differs from the transcript, or 2
+when a step cannot run at all.
 
 Run it with `make demo`, or `.venv/bin/python examples/demo/run_demo.py [--keep]`.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -23,11 +25,13 @@ from typing import Any
 
 import anyio
 from mcp.client import Client
-from mcp.client.stdio import StdioServerParameters
+from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp_types import CallToolResult, TextContent
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 DEMO_DIR = Path(__file__).resolve().parent
 TRANSCRIPT_PATH = DEMO_DIR / "transcript.json"
@@ -40,18 +44,20 @@ BIN_DIR = Path(sys.executable).parent
 ETLB_COMMAND = BIN_DIR / "etlb"
 GIT_SERVER_COMMAND = BIN_DIR / "mcp-server-git"
 
+LEDGER_PAGE_SIZE = 100
+
 SCOPE_TERMS = "I accept liability for up to 2 commits by demo-agent to this demo repository."
 
 console = Console()
 
 
 class DemoError(Exception):
-    """A setup step of the demo failed; the message says which command and why."""
+    """A step of the demo could not run. The message names the failed command and its error."""
 
 
 @dataclass(frozen=True)
 class Decision:
-    """What happened to one tool call: `passed`, `bound` or `refused`, with its bearer or reason code."""
+    """The decision for one tool call: `passed`, `bound` or `refused`, with its bearer or reason code."""
 
     decision: str
     bearer: str | None = None
@@ -83,6 +89,7 @@ class Workspace:
     config: Path
     key: Path
     public_key: Path
+    proxy_log: Path
 
 
 def main() -> int:
@@ -95,11 +102,11 @@ def main() -> int:
     try:
         workspace = _create_workspace(root)
         _set_up_etlb(workspace, transcript)
-        results = anyio.run(_play_transcript, workspace, transcript)
+        results = _play(workspace, transcript)
         verified = _verify_ledger(workspace)
         commits = _commit_count(workspace.repo)
     except DemoError as error:
-        console.print(f"[bold red]demo failed:[/] {error}")
+        console.print(f"[bold red]demo failed:[/] {escape(str(error))}")
         return 2
     finally:
         if options.keep:
@@ -108,18 +115,22 @@ def main() -> int:
             shutil.rmtree(root, ignore_errors=True)
 
     _print_summary(results)
-    all_expected = all(result.decision.matches(result.expected) for result in results)
-    commits_expected = commits == transcript["expected_commits"]
-    console.print(
-        f"repository has {commits} commits, expected {transcript['expected_commits']} "
-        "(the initial commit and the 2 bound commits)"
-    )
+    expected_commits = transcript["expected_commits"]
+    console.print(f"repository has {commits} commits, expected {expected_commits}")
 
-    if all_expected and commits_expected and verified:
-        console.print("[bold green]demo passed:[/] every decision matches the transcript")
-        return 0
-    console.print("[bold red]demo failed:[/] see the rows marked ✗ above")
-    return 1
+    failures = []
+    if not all(result.decision.matches(result.expected) for result in results):
+        failures.append("a decision differs from the transcript (rows marked ✗)")
+    if commits != expected_commits:
+        failures.append(f"the repository has {commits} commits instead of {expected_commits}")
+    if not verified:
+        failures.append("etlb ledger verify failed")
+
+    if failures:
+        console.print(f"[bold red]demo failed:[/] {'; '.join(failures)}")
+        return 1
+    console.print("[bold green]demo passed:[/] every decision matches the transcript")
+    return 0
 
 
 def _create_workspace(root: Path) -> Workspace:
@@ -142,6 +153,7 @@ def _create_workspace(root: Path) -> Workspace:
         config=etlb_dir / "etlb.toml",
         key=etlb_dir / "alice.key",
         public_key=etlb_dir / "alice.pub.jwk",
+        proxy_log=root / "proxy.log",
     )
 
 
@@ -149,11 +161,21 @@ def _set_up_etlb(workspace: Workspace, transcript: dict[str, Any]) -> None:
     config = str(workspace.config)
     console.rule("setup")
 
-    _etlb("--config", config, "init")
+    # `etlb init` keeps an existing configuration, so the demo's rules are in place before it runs.
     shutil.copyfile(CONFIG_TEMPLATE_PATH, workspace.config)
+    _etlb("--config", config, "init")
     _etlb("keygen", "--out", str(workspace.key))
-    _etlb("--config", config, "bearer", "add", transcript["bearer"], "--name", "Alice Example",
-          "--key", str(workspace.public_key))
+    _etlb(
+        "--config",
+        config,
+        "bearer",
+        "add",
+        transcript["bearer"],
+        "--name",
+        "Alice Example",
+        "--key",
+        str(workspace.public_key),
+    )
     _etlb(
         "--config",
         config,
@@ -179,8 +201,21 @@ def _set_up_etlb(workspace: Workspace, transcript: dict[str, Any]) -> None:
     )
 
 
+def _play(workspace: Workspace, transcript: dict[str, Any]) -> list[StepResult]:
+    try:
+        return anyio.run(_play_transcript, workspace, transcript)
+    except DemoError:
+        raise
+    except Exception as error:
+        # The proxy's stderr explains why the session broke, for example an upstream server that did not start.
+        log = workspace.proxy_log.read_text(encoding="utf-8") if workspace.proxy_log.exists() else ""
+        message = f"the MCP session with the proxy failed: {error!r}\nproxy log:\n{log}"
+        raise DemoError(message) from error
+
+
 async def _play_transcript(workspace: Workspace, transcript: dict[str, Any]) -> list[StepResult]:
     console.rule("transcript")
+    console.print(transcript["description"], highlight=False)
     proxy = StdioServerParameters(
         command=str(ETLB_COMMAND),
         args=[
@@ -196,25 +231,29 @@ async def _play_transcript(workspace: Workspace, transcript: dict[str, Any]) -> 
         ],
     )
 
+    # The proxy logs each decision to stderr, which goes to a file so that the summary stays readable.
     results: list[StepResult] = []
-    async with Client(proxy, cache=None) as client:
-        for number, step in enumerate(transcript["steps"], start=1):
-            if "write_file" in step:
-                target = workspace.repo / step["write_file"]["path"]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(step["write_file"]["text"], encoding="utf-8")
+    with workspace.proxy_log.open("w", encoding="utf-8") as proxy_log:
+        async with Client(stdio_client(proxy, errlog=proxy_log), cache=None) as client:
+            next_sequence = len(_ledger_records(workspace, start=0))
+            for number, step in enumerate(transcript["steps"], start=1):
+                if "write_file" in step:
+                    target = workspace.repo / step["write_file"]["path"]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_text(step["write_file"]["text"], encoding="utf-8")
 
-            arguments = _fill_arguments(step["arguments"], workspace)
-            records_before = len(_ledger_records(workspace))
-            result = await client.call_tool(step["tool"], arguments)
-            new_records = _ledger_records(workspace)[records_before:]
+                result = await client.call_tool(step["tool"], _fill_arguments(step["arguments"], workspace))
+                new_records = _ledger_records(workspace, start=next_sequence)
+                next_sequence += len(new_records)
 
-            decision = _decide(result, new_records)
-            text = "\n".join(block.text for block in result.content if isinstance(block, TextContent))
-            results.append(StepResult(step["tool"], decision, step["expect"], text))
-            console.print(f"{number}. {step['tool']}: {decision.decision} {decision.describe()}".rstrip())
-            if decision.decision == "refused":
-                console.print(Panel(text, title="what the model reads", expand=False))
+                decision = _decide(result, new_records)
+                text = "\n".join(block.text for block in result.content if isinstance(block, TextContent))
+                results.append(StepResult(step["tool"], decision, step["expect"], text))
+                console.print(f"{number}. {step['tool']}: {decision.decision} {decision.describe()}".rstrip())
+                if "note" in step:
+                    console.print(f"   {step['note']}", style="dim", highlight=False, markup=False)
+                if decision.decision == "refused":
+                    console.print(Panel(Text(text), title="what the model reads", expand=False))
     return results
 
 
@@ -236,10 +275,26 @@ def _decide(result: CallToolResult, new_records: list[dict[str, Any]]) -> Decisi
     return Decision("passed")
 
 
-def _ledger_records(workspace: Workspace) -> list[dict[str, Any]]:
-    output = _etlb("--config", str(workspace.config), "ledger", "show", "--json", quiet=True)
-    records: list[dict[str, Any]] = json.loads(output)
-    return records
+def _ledger_records(workspace: Workspace, *, start: int) -> list[dict[str, Any]]:
+    """Return the ledger records from sequence number `start` on."""
+    records: list[dict[str, Any]] = []
+    while True:
+        output = _etlb(
+            "--config",
+            str(workspace.config),
+            "ledger",
+            "show",
+            "--from",
+            str(start + len(records)),
+            "--limit",
+            str(LEDGER_PAGE_SIZE),
+            "--json",
+            quiet=True,
+        )
+        page: list[dict[str, Any]] = json.loads(output)
+        records.extend(page)
+        if len(page) < LEDGER_PAGE_SIZE:
+            return records
 
 
 def _verify_ledger(workspace: Workspace) -> bool:
@@ -250,7 +305,7 @@ def _verify_ledger(workspace: Workspace) -> bool:
         text=True,
         check=False,
     )
-    console.print((completed.stdout + completed.stderr).strip())
+    console.print((completed.stdout + completed.stderr).strip(), markup=False, highlight=False)
     return completed.returncode == 0
 
 
@@ -286,7 +341,8 @@ def _print_summary(results: list[StepResult]) -> None:
 def _etlb(*arguments: str, quiet: bool = False) -> str:
     output = _run([str(ETLB_COMMAND), *arguments])
     if not quiet:
-        console.print(f"$ etlb {' '.join(arguments)}", style="dim", highlight=False, markup=False)
+        console.print(f"$ {shlex.join(['etlb', *arguments])}", style="bold", highlight=False, markup=False)
+        console.print(output.rstrip(), style="dim", highlight=False, markup=False)
     return output
 
 
@@ -294,7 +350,7 @@ def _run(command: list[str]) -> str:
     try:
         completed = subprocess.run(command, capture_output=True, text=True, check=False)
     except OSError as error:
-        message = f"cannot run {command[0]}: {error.strerror}; run `make demo` so the virtual environment exists"
+        message = f"cannot run {command[0]}: {error.strerror}. Run `make demo`, which creates the virtual environment."
         raise DemoError(message) from error
 
     if completed.returncode != 0:

@@ -49,7 +49,8 @@ EXIT_ERROR = 1
 EXIT_DECISION = 3
 
 console = Console()
-errors = Console(stderr=True)
+# Messages are not wrapped, so that a path or an id in an error is never split across lines.
+errors = Console(stderr=True, soft_wrap=True)
 
 
 class Context:
@@ -139,6 +140,11 @@ def keygen(out: Path, passphrase_file: Path | None, as_json: bool) -> None:
     private_key = generate_private_key()
     jwk = public_jwk(private_key)
     public_path = out.with_suffix(".pub.jwk")
+    # Both files are checked before either is written, so a failed keygen never leaves half a pair.
+    for path in (out, public_path):
+        if path.exists():
+            message = f"key file {path} already exists"
+            raise KeyFileError(message, hint="choose another --out path or move the old key away")
 
     write_private_key(out, private_key, passphrase)
     write_public_jwk(public_path, jwk)
@@ -407,7 +413,7 @@ def scope_revoke(
             )
             entry = gate.revoke_scope(scope_id, jws=sign_payload(private_key, payload, typ=REVOCATION_TYP))
         else:
-            entry = gate.revoke_scope(scope_id, administrator=administrator)
+            entry = gate.revoke_scope(scope_id, administrator=administrator, reason=reason)
     console.print(f"revoked scope {scope_id}, ledger record {entry.sequence}")
 
 
@@ -587,11 +593,13 @@ def _scope_fields(options: dict[str, Any]) -> dict[str, Any]:
     bearer_id = pick("bearer_id", "bearer")
     if not bearer_id:
         raise click.UsageError('missing --bearer (or bearer = "…" in --from-file)')
+    # Paths inside the file are relative to the file, so a scope file can sit beside its key.
+    base = options["from_file"].parent if options["from_file"] is not None else Path()
     if options.get("key_path") is None and data.get("key"):
-        options["key_path"] = Path(data["key"])
+        options["key_path"] = base / str(data["key"])
 
     terms = pick("terms")
-    terms_file = options["terms_file"] or (Path(data["terms_file"]) if data.get("terms_file") else None)
+    terms_file = options["terms_file"] or (base / str(data["terms_file"]) if data.get("terms_file") else None)
     if terms_file is not None:
         terms = terms_file.read_text(encoding="utf-8")
     if not terms:
@@ -603,12 +611,19 @@ def _scope_fields(options: dict[str, Any]) -> dict[str, Any]:
         valid_until = valid_from + _duration(pick("valid_for") or "30d")
 
     unit = pick("unit")
-    limits = Limits(
-        max_amount=_decimal_option(pick("max_amount"), "--max-amount"),
-        max_total=_decimal_option(pick("max_total"), "--max-total"),
-        max_count=pick("max_count"),
-        unit=unit,
-    )
+    max_count = pick("max_count")
+    if max_count is not None and (isinstance(max_count, bool) or not isinstance(max_count, int)):
+        raise click.BadParameter(f"{max_count!r} is not a whole number", param_hint="--max-count")
+    try:
+        limits = Limits(
+            max_amount=_decimal_option(pick("max_amount"), "--max-amount"),
+            max_total=_decimal_option(pick("max_total"), "--max-total"),
+            max_count=max_count,
+            unit=unit,
+        )
+    except ValueError as error:
+        # Limits rejects an amount cap without a unit, and negative or non-finite caps.
+        raise click.UsageError(str(error)) from error
 
     return {
         "bearer": bearer_id,
@@ -628,7 +643,9 @@ def _pattern_list(value: Any, option: str) -> list[str]:
         raise click.UsageError(f"missing {option}: give at least one pattern")
     if isinstance(value, str):
         value = [value]
-    return [str(item) for item in value]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise click.BadParameter(f"{value!r} is not a list of patterns", param_hint=option)
+    return list(value)
 
 
 def _time_option(value: Any, option: str) -> datetime | None:

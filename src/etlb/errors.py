@@ -11,6 +11,7 @@
     │   └── StoreUnavailable     the store cannot be opened or read at all
     ├── LedgerIntegrityError     `ledger verify` found a record that does not match its hashes
     ├── BindingConsumed          a binding was used twice, or for another action
+    ├── UpstreamError            the MCP proxy's upstream server cannot be started
     └── Refused                  no bearer accepted liability; `refusal` carries the reasons as data
 
 Errors from third-party packages (sqlite3, joserfc, cryptography, mcp) are translated into these at
@@ -39,6 +40,7 @@ __all__ = [
     "SignatureError",
     "StoreError",
     "StoreUnavailable",
+    "UpstreamError",
 ]
 
 
@@ -101,6 +103,10 @@ class BindingConsumed(EtlbError):
     code = ReasonCode.BINDING_CONSUMED
 
 
+class UpstreamError(EtlbError):
+    """The upstream MCP server could not be started or did not complete the MCP handshake."""
+
+
 class Refused(EtlbError):
     """No bearer accepted liability for the action. The refusal is already in the ledger when recorded."""
 
@@ -116,7 +122,7 @@ class Refused(EtlbError):
 
 def _refusal_hint(refusal: Refusal) -> str:
     if refusal.code in {ReasonCode.STORE_UNAVAILABLE, ReasonCode.INTERNAL_ERROR}:
-        return "the gate failed closed; fix the error above, then retry the action"
+        return "nothing ran; an operator must fix the gate's store or configuration before this action can be retried"
 
     action = refusal.action
     return (

@@ -272,7 +272,9 @@ class Gate:
         logger.info("event=scope_declared scope=%s bearer=%s", scope.id, scope.bearer)
         return scope
 
-    def revoke_scope(self, scope_id: str, *, jws: str | None = None, administrator: str | None = None) -> LedgerEntry:
+    def revoke_scope(
+        self, scope_id: str, *, jws: str | None = None, administrator: str | None = None, reason: str = ""
+    ) -> LedgerEntry:
         """Revoke a scope for every later binding: signed by its bearer (`jws`), or by an administrator."""
         state = self.store.get_scope(scope_id)
         if state is None:
@@ -300,7 +302,7 @@ class Gate:
             logger.warning(
                 "scope %s revoked by administrator %s without the bearer's signature", scope_id, administrator
             )
-            revocation = {"by": "administrator", "actor": administrator, "reason": "", "jws": None}
+            revocation = {"by": "administrator", "actor": administrator, "reason": reason, "jws": None}
         else:
             message = "a revocation needs the bearer's signature or an administrator's name"
             raise DeclarationError(message, hint="pass --key BEARER.key, or --as-admin NAME")

@@ -9,7 +9,7 @@ reads are forwarded unchanged. Every `tools/call` goes through `Gate.bind` first
   outcome (`succeeded` with a digest of the result content, `failed` or `unknown`) is recorded after;
 - anything else, including an error inside the gate, returns a tool error result (`isError: true`)
   that names the refusal code, each scope's reason, the bearers who could accept liability and the
-  command that asks for a scope. A refused call never reaches the upstream server.
+  command that requests a scope. A refused call never reaches the upstream server.
 
 Stdout carries the protocol, so this module logs through `logging` only, which the command line
 directs to stderr. The upstream server's stderr is passed through to the proxy's stderr.
@@ -36,11 +36,11 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 
 from etlb.canonical import sha256_digest
-from etlb.errors import BindingConsumed, EtlbError, Refused, StoreError
+from etlb.errors import BindingConsumed, EtlbError, Refused, StoreError, UpstreamError
 from etlb.gate import Gate
 from etlb.model import Binding, Outcome, OutcomeStatus, ReasonCode, ToolCall
 
-__all__ = ["UpstreamError", "default_server_name", "format_refusal", "run_proxy"]
+__all__ = ["default_server_name", "format_refusal", "run_proxy"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +53,6 @@ _MAX_TOOL_PAGES = 100
 # JSON-RPC codes with which the MCP SDK reports that no response arrived (mcp_types.jsonrpc). After
 # either of them the upstream server may or may not have run the tool.
 _NO_RESPONSE_CODES = frozenset({types.CONNECTION_CLOSED, types.REQUEST_TIMEOUT})
-
-
-class UpstreamError(EtlbError):
-    """The upstream MCP server could not be started or did not complete the MCP handshake."""
 
 
 def default_server_name(command: list[str]) -> str:
@@ -85,7 +81,7 @@ async def run_proxy(gate: Gate, *, command: list[str], server_name: str, agent: 
         message = "no upstream server command given"
         raise UpstreamError(message, hint="put the server command after --, e.g. -- mcp-server-git --repository .")
 
-    # The proxy stands in for the upstream server, so the upstream server gets the proxy's whole
+    # The proxy runs in place of the upstream server, so the upstream server gets the proxy's whole
     # environment (API tokens, for example) rather than the MCP SDK's default short allow-list.
     parameters = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
     proxy = _GatedProxy(gate, server_name=server_name, agent=agent)
@@ -137,7 +133,7 @@ class _GatedProxy:
         return self._upstream
 
     def build_server(self) -> Server[Any]:
-        """Build the MCP server that the proxy's client sees, with the upstream server's identity."""
+        """Build the MCP server the client connects to, with the upstream server's name, version and instructions."""
         info = self.upstream.server_info
         name = info.name if info is not None else self._server_name
         version = info.version if info is not None else ""
@@ -366,7 +362,7 @@ def _content_digest(result: types.CallToolResult) -> str:
     try:
         return sha256_digest(content)
     except ValueError as error:
-        # A result that JSON cannot canonicalise still succeeded; the outcome says why it has no digest.
+        # A result that JSON cannot canonicalise still succeeded, so the outcome detail records why it has no digest.
         return f"no digest: {error}"
 
 
@@ -381,8 +377,8 @@ def format_refusal(refused: Refused, *, server_name: str) -> str:
         f"Action: {action.kind} on {action.resource}{amount} ({action.consequence.value}), agent {action.agent}.",
     ]
 
-    # The refusal message repeats each scope's detail; with reasons, the list below carries them with
-    # their codes, and without reasons the message holds the only detail there is.
+    # The refusal message repeats each scope's detail without its code, so with reasons the list below
+    # replaces it. Without reasons, the message contains the only detail there is.
     if refusal.reasons:
         lines.append(f"Reason: {refusal.code.value}. Scopes that came close:")
         lines.extend(

@@ -151,7 +151,7 @@ def load_private_key(path: Path, passphrase: bytes | None = None) -> Ed25519Priv
         raise KeyFileError(message) from error
 
     if not isinstance(key, Ed25519PrivateKey):
-        message = f"key file {path} holds a {type(key).__name__}; etlb signs with Ed25519 keys only"
+        message = f"key file {path} holds a key of type {type(key).__name__}; etlb signs with Ed25519 keys only"
         raise KeyFileError(message, hint="create one with: etlb keygen --out NAME.key")
     return key
 

@@ -8,10 +8,11 @@ kind `git.commit` on `repo:<repository path>` by `demo-agent`.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -121,8 +122,15 @@ def setup(tmp_path: Path) -> Setup:
 
 
 @asynccontextmanager
-async def proxy_session(setup: Setup, *, mode: str = "auto") -> AsyncIterator[Client]:
-    """Start `etlb mcp-proxy` in front of `mcp-server-git` and connect an MCP client to it."""
+async def proxy_session(
+    setup: Setup, *, mode: str = "auto", environment: dict[str, str] | None = None, server: str | None = None
+) -> AsyncIterator[Client]:
+    """Start `etlb mcp-proxy` in front of `mcp-server-git` and connect an MCP client to it.
+
+    `environment` adds variables to the MCP SDK's default environment for the proxy, and `server`
+    is passed as `--server` (by default the proxy names the server `git`).
+    """
+    server_option = ["--server", server] if server is not None else []
     parameters = StdioServerParameters(
         command=str(ETLB_COMMAND),
         args=[
@@ -131,11 +139,13 @@ async def proxy_session(setup: Setup, *, mode: str = "auto") -> AsyncIterator[Cl
             "mcp-proxy",
             "--agent",
             AGENT,
+            *server_option,
             "--",
             str(GIT_SERVER_COMMAND),
             "--repository",
             str(setup.repo),
         ],
+        env=environment,
     )
     with anyio.fail_after(SESSION_TIMEOUT_SECONDS):
         async with Client(parameters, cache=None, mode=mode) as client:
@@ -258,6 +268,8 @@ async def test_read_only_call_passes(setup: Setup) -> None:
     async with upstream_session(setup) as upstream:
         expected = await upstream.call_tool("git_status", {"repo_path": str(setup.repo)})
 
+    # The client calls the tool without listing tools first, so the proxy lists them itself to read
+    # the readOnlyHint of git_status.
     async with proxy_session(setup) as client:
         result = await client.call_tool("git_status", {"repo_path": str(setup.repo)})
 
@@ -266,6 +278,21 @@ async def test_read_only_call_passes(setup: Setup) -> None:
     assert result_text(result).startswith("Repository status:\nOn branch ")
     # A reversible action is neither bound nor refused, so it adds no ledger record.
     assert ledger_records(setup) == records_before
+
+
+@pytest.mark.integration
+@pytest.mark.anyio
+async def test_untrusted_server_read_only_refused(setup: Setup) -> None:
+    # etlb.toml trusts only the server named git, so the same readOnlyHint counts for nothing here.
+    async with proxy_session(setup, server="git-untrusted") as client:
+        result = await client.call_tool("git_status", {"repo_path": str(setup.repo)})
+
+    assert result.is_error is True
+    details = refusal_details(result)
+    assert details["code"] == "no_covering_scope"
+    assert details["action"]["kind"] == "tool.git-untrusted.git_status"
+    assert details["action"]["server"] == "git-untrusted"
+    assert details["action"]["consequence"] == "irreversible"
 
 
 @pytest.mark.integration
@@ -369,8 +396,8 @@ async def test_unknown_tool_refused_before_upstream(setup: Setup, tool: str, cod
     async with proxy_session(setup) as client:
         result = await client.call_tool(tool, {"repo_path": str(setup.repo)})
 
-    # mcp-server-git answers an unknown tool with a JSON-RPC error (-32602), so a tool result with
-    # an etlb refusal shows that the proxy answered without asking the upstream server.
+    # mcp-server-git returns a JSON-RPC error (-32602) for an unknown tool, so a tool result with an
+    # etlb refusal shows that the proxy returned it without calling the upstream server.
     assert result.is_error is True
     details = refusal_details(result)
     assert details["code"] == code
@@ -420,29 +447,67 @@ async def test_failed_commit_outcome_recorded(setup: Setup) -> None:
     assert commit_count(setup.repo) == 1
 
 
+@pytest.mark.integration
+@pytest.mark.anyio
+async def test_missing_store_refuses_irreversible_calls(setup: Setup, tmp_path: Path) -> None:
+    stage_new_file(setup.repo, "first.txt")
+    missing = tmp_path / "missing" / "etlb.db"
+
+    async with proxy_session(setup, environment={"ETLB_STORE": f"sqlite:///{missing}"}) as client:
+        status = await client.call_tool("git_status", {"repo_path": str(setup.repo)})
+        commit = await client.call_tool("git_commit", {"repo_path": str(setup.repo), "message": "Add first"})
+
+    # Reversible calls need no store, but every irreversible call is refused while it is missing.
+    assert status.is_error is False
+    assert commit.is_error is True
+    details = refusal_details(commit)
+    assert details["code"] == "store_unavailable"
+    assert details["recorded"] is False
+    assert f"store {missing} does not exist" in details["message"]
+    assert commit_count(setup.repo) == 1
+    assert not missing.exists()
+
+
+@pytest.mark.integration
+def test_proxy_exits_when_upstream_cannot_start(setup: Setup, tmp_path: Path) -> None:
+    missing_command = tmp_path / "mcp-server-missing"
+    completed = subprocess.run(
+        [str(ETLB_COMMAND), "--config", str(setup.config), "mcp-proxy", "--", str(missing_command)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        # A wide terminal keeps rich from wrapping the error message inside the path.
+        env={**os.environ, "COLUMNS": "1000"},
+        timeout=SESSION_TIMEOUT_SECONDS,
+        check=False,
+    )
+
+    assert completed.returncode == 1
+    assert f"error: cannot start upstream MCP server '{missing_command}'" in completed.stderr
+
+
 # The demo
 
 
-@pytest.fixture
-def demo_output() -> Iterator[subprocess.CompletedProcess[str]]:
+@pytest.mark.integration
+def test_demo_runs_end_to_end() -> None:
     completed = subprocess.run(
         [sys.executable, str(DEMO_SCRIPT)],
         capture_output=True,
         text=True,
-        check=False,
-        timeout=180,
+        timeout=300,
         cwd=PROJECT_ROOT,
+        check=False,
     )
-    yield completed
+    output = completed.stdout
 
-
-@pytest.mark.integration
-def test_demo_runs_end_to_end(demo_output: subprocess.CompletedProcess[str]) -> None:
-    output = demo_output.stdout
-
-    assert demo_output.returncode == 0, output + demo_output.stderr
-    assert "demo passed: every decision matches the transcript" in output
+    assert completed.returncode == 0, output + completed.stderr
+    assert "1. git_status: passed" in output
+    assert "2. git_add: passed" in output
     assert "3. git_commit: bound alice" in output
+    assert "5. git_commit: bound alice" in output
     assert "7. git_commit: refused count_exhausted" in output
     assert "8. git_reset: refused no_covering_scope" in output
+    assert "ledger verified: 8 records" in output
     assert "repository has 3 commits, expected 3" in output
+    assert "demo passed: every decision matches the transcript" in output

@@ -67,9 +67,9 @@ __all__ = ["SQLiteStore"]
 
 logger = logging.getLogger(__name__)
 
-# Waiting this long for another process's write lock is normal under load; past it the store is
-# reported unavailable and the action refused.
-BUSY_TIMEOUT_SECONDS = 30.0
+# How long a write waits for another process's write lock before the store is reported unavailable
+# and the action refused. A write holds the lock for one fsync, so a wait this long means a stuck writer.
+BUSY_TIMEOUT_SECONDS = 10.0
 
 # An SQLite statement takes at most 32766 parameters since 3.32; kind prefixes are queried in chunks.
 _PARAMETER_CHUNK = 500
