@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from etlb.config import parse_config
 from etlb.declarations import SCOPE_TYP, scope_payload
 from etlb.gate import Gate
+from etlb.gate_key import create_gate_key
 from etlb.model import Bearer, BearerKey, Limits, Scope
 from etlb.signing import generate_private_key, key_id, public_jwk, sign_payload
 from etlb.store.sqlite import SQLiteStore
@@ -92,7 +93,8 @@ def build_world(tmp_path: Path, config_text: str) -> World:
     config_path.write_text(config_text, encoding="utf-8")
     config = parse_config(config_text, path=config_path)
     clock = Clock()
-    store = SQLiteStore(tmp_path / "etlb.db")
+    signer = create_gate_key(tmp_path / "etlb-gate.key", None)
+    store = SQLiteStore(tmp_path / "etlb.db", signer=signer)
     return World(Gate(config, store, clock=clock), clock, tmp_path / "etlb.db")
 
 

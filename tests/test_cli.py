@@ -1134,7 +1134,7 @@ def test_store_not_initialised(tmp_path: Path) -> None:
     completed = space.run("bearer", "list")
 
     assert completed.returncode == EXIT_ERROR
-    assert f"error: store {tmp_path / 'etlb.db'} does not exist" in completed.stderr
+    assert f"error: gate key {tmp_path / 'etlb-gate.key'} not found" in completed.stderr
     assert "hint: create it with: etlb init" in completed.stderr
     assert not (tmp_path / "etlb.db").exists()
 

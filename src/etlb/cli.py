@@ -27,6 +27,7 @@ from etlb.config import DEFAULT_CONFIG_NAME, Config, default_config_text, load_c
 from etlb.declarations import REVOCATION_TYP, SCOPE_TYP, revocation_payload, scope_payload
 from etlb.errors import EtlbError, KeyFileError
 from etlb.gate import Gate
+from etlb.gate_key import create_gate_key, load_gate_signer, verifier_path
 from etlb.ledger.verify import verify_ledger
 from etlb.model import Bearer, BearerKey, BearerStatus, Limits, ToolCall, format_time, parse_time
 from etlb.signing import (
@@ -118,12 +119,20 @@ def init(context: Context) -> None:
         console.print(f"wrote configuration {path}")
 
     config = load_config(path)
-    store = open_store(config.store_url, base_dir=config.base_dir, create=True)
+    if config.key_path.exists():
+        signer = load_gate_signer(config.key_path, config.origin)
+        console.print(f"using existing gate key {config.key_path}")
+    else:
+        signer = create_gate_key(config.key_path, config.origin)
+        console.print(f"wrote gate key {config.key_path} (mode 600); keep it apart from backups of the store")
+
+    store = open_store(config.store_url, base_dir=config.base_dir, create=True, signer=signer)
     try:
         size = store.ledger_size()
     finally:
         store.close()
     console.print(f"store {config.store_url} is ready; its ledger has {size} records")
+    console.print(f"checkpoint verifier key (also in {verifier_path(config.key_path)}):\n{signer.verifier}")
 
 
 @cli.command()

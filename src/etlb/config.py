@@ -38,6 +38,8 @@ class _Strict(BaseModel):
 class GateSection(_Strict):
     store: str = "sqlite:///etlb.db"
     agent: str = "local-agent"
+    key: str = "etlb-gate.key"
+    origin: str | None = None
 
 
 class ServerConfig(_Strict):
@@ -77,6 +79,8 @@ class Config:
 
     store_url: str
     agent: str
+    key_path: Path
+    origin: str | None
     servers: dict[str, ServerConfig]
     rules: tuple[RuleConfig, ...]
     path: Path | None
@@ -121,9 +125,12 @@ def parse_config(text: str, *, path: Path | None = None) -> Config:
         raise ConfigError(message, hint="see docs/configuration.md for every setting") from error
 
     store_url = os.environ.get(STORE_ENVIRONMENT_VARIABLE) or parsed.gate.store
+    base_dir = path.parent if path is not None else Path.cwd()
     return Config(
         store_url=store_url,
         agent=parsed.gate.agent,
+        key_path=base_dir / parsed.gate.key,
+        origin=parsed.gate.origin,
         servers=dict(parsed.servers),
         rules=tuple(parsed.rules),
         path=path,
@@ -144,6 +151,11 @@ _DEFAULT_CONFIG = """\
 store = "sqlite:///etlb.db"
 # Agent id for in-process use when bind() is called without one.
 agent = "local-agent"
+# The gate's own Ed25519 key, which signs ledger checkpoints; created by etlb init, readable by its
+# owner only, and kept apart from the store. Relative to this file's folder.
+key = "etlb-gate.key"
+# Origin line of the signed checkpoints (the log's name); by default derived from the gate key.
+# origin = "ledger.example.org/etlb"
 
 # Servers whose readOnlyHint tool annotations you trust to mark a tool reversible.
 # [servers.git]

@@ -32,12 +32,14 @@ from etlb.errors import (
     ClassificationError,
     DeclarationError,
     EtlbError,
+    KeyFileError,
     NotFoundError,
     Refused,
     SignatureError,
     StoreError,
     StoreUnavailable,
 )
+from etlb.gate_key import load_gate_signer
 from etlb.ledger.records import LedgerEntry
 from etlb.model import (
     Action,
@@ -92,7 +94,12 @@ class Gate:
         """
         config = load_config(path)
         try:
-            store: Store = open_store(config.store_url, base_dir=config.base_dir, create=False)
+            try:
+                signer = load_gate_signer(config.key_path, config.origin)
+            except KeyFileError as error:
+                # Without its key the gate cannot sign checkpoints, so its records would not be evidence.
+                raise StoreUnavailable(error.message, hint=error.hint) from error
+            store: Store = open_store(config.store_url, base_dir=config.base_dir, create=False, signer=signer)
         except StoreUnavailable as error:
             if require_store:
                 raise

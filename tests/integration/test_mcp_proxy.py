@@ -29,6 +29,7 @@ from etlb.canonical import sha256_digest
 from etlb.config import load_config
 from etlb.declarations import SCOPE_TYP, scope_payload
 from etlb.gate import Gate
+from etlb.gate_key import create_gate_key
 from etlb.mcp_proxy import default_server_name
 from etlb.model import Bearer, BearerKey, Limits
 from etlb.signing import generate_private_key, key_id, public_jwk, sign_payload
@@ -115,7 +116,9 @@ def setup(tmp_path: Path) -> Setup:
         terms="I accept liability for up to 2 commits to the test repository.",
         issued_at=now,
     )
-    with Gate(config, open_store(config.store_url, base_dir=config.base_dir, create=True)) as gate:
+    signer = create_gate_key(config.key_path, config.origin)
+    store = open_store(config.store_url, base_dir=config.base_dir, create=True, signer=signer)
+    with Gate(config, store) as gate:
         gate.register_bearer(Bearer(id="alice", name="Alice Example", keys=(BearerKey(key_id(jwk), jwk),)))
         scope = gate.declare_scope(sign_payload(private_key, payload, typ=SCOPE_TYP))
     return Setup(repo=repo, config=config_path, scope_id=scope.id)

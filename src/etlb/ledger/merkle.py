@@ -161,9 +161,7 @@ def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
     return sn == 0 and result == root
 
 
-def verify_consistency(
-    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
-) -> bool:
+def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]) -> bool:
     """Verify a consistency proof by the algorithm of RFC 9162 section 2.1.4.2."""
     if any(len(item) != HASH_SIZE for item in proof) or not 0 < old_size <= new_size:
         return False

@@ -33,6 +33,7 @@ __all__ = [
     "binding_data",
     "chain_hash",
     "envelope",
+    "index_columns",
     "leaf_hash",
     "outcome_data",
     "refusal_data",
@@ -148,3 +149,37 @@ def action_from_json(data: dict[str, Any]) -> Action:
         amount=Amount.parse(amount["value"], amount["unit"]) if amount is not None else None,
         digest=data["digest"],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class IndexColumns:
+    """Fields of a record that the ledger can be filtered on; None where the record type has none."""
+
+    bearer: str | None = None
+    scope_id: str | None = None
+    agent: str | None = None
+    kind: str | None = None
+    action_digest: str | None = None
+    binding_id: str | None = None
+
+
+def index_columns(record_type: RecordType, data: dict[str, Any]) -> IndexColumns:
+    action = data.get("action")
+    if record_type in (RecordType.BINDING, RecordType.REFUSAL) and isinstance(action, dict):
+        return IndexColumns(
+            bearer=data.get("bearer"),
+            scope_id=data.get("scope_id"),
+            agent=action.get("agent"),
+            kind=action.get("kind"),
+            action_digest=action.get("digest"),
+            binding_id=data.get("binding_id"),
+        )
+    if record_type is RecordType.OUTCOME:
+        return IndexColumns(action_digest=data.get("action_digest"), binding_id=data.get("binding_id"))
+    if record_type in (RecordType.SCOPE_DECLARED, RecordType.SCOPE_REVOKED):
+        return IndexColumns(bearer=data.get("bearer") or data.get("actor"), scope_id=data.get("scope_id"))
+    if record_type is RecordType.BEARER_REGISTERED:
+        return IndexColumns(bearer=data["bearer"]["id"])
+    if record_type is RecordType.BEARER_STATUS:
+        return IndexColumns(bearer=data.get("bearer_id"))
+    return IndexColumns()

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from etlb.errors import ConfigError, StoreUnavailable
+from etlb.ledger.checkpoint import CheckpointSigner
 from etlb.store.base import BindingState, Judge, ScopeState, Store
 
 __all__ = ["BindingState", "Judge", "ScopeState", "Store", "UnavailableStore", "open_store"]
@@ -31,18 +32,21 @@ class UnavailableStore:
         return unavailable
 
 
-def open_store(url: str, *, base_dir: Path | None = None, create: bool = True) -> Store:
+def open_store(
+    url: str, *, base_dir: Path | None = None, create: bool = True, signer: CheckpointSigner | None = None
+) -> Store:
     """Open the store a URL names: `sqlite:///relative/or/absolute/path` or `sqlite:////abs/path`.
 
     A relative SQLite path is resolved against `base_dir` (the configuration file's folder). With
-    `create=False` a missing database is `StoreUnavailable` instead of a new, empty store.
+    `create=False` a missing database is `StoreUnavailable` instead of a new, empty store. With a
+`signer`, every write that appends records also stores a signed checkpoint.
     """
     if url.startswith("sqlite:///"):
         from etlb.store.sqlite import SQLiteStore
 
         raw_path = Path(url.removeprefix("sqlite:///"))
         path = raw_path if raw_path.is_absolute() else (base_dir or Path.cwd()) / raw_path
-        return SQLiteStore(path, create=create)
+        return SQLiteStore(path, create=create, signer=signer)
 
     message = f"store URL {url!r} is not supported"
     raise ConfigError(message, hint="use sqlite:///path/to/etlb.db in [gate] store or ETLB_STORE")

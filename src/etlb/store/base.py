@@ -20,7 +20,7 @@ from etlb.ledger.records import LedgerEntry
 from etlb.model import Action, Bearer, BearerStatus, Binding, Outcome, Refusal, Scope, ScopeUsage
 from etlb.resolve import Resolution
 
-__all__ = ["BindingState", "Judge", "ScopeState", "Store"]
+__all__ = ["BindingState", "Judge", "LedgerQuery", "ReceiptMaterial", "ScopeState", "Store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,33 @@ class BindingState:
     binding: Binding
     redeemed: bool
     outcome: Outcome | None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerQuery:
+    """Filters for `find_entries`; a None field does not filter. Times are compared as recorded, in UTC."""
+
+    start: int = 0
+    limit: int = 50
+    bearer: str | None = None
+    scope_id: str | None = None
+    agent: str | None = None
+    kind: str | None = None
+    record_type: str | None = None
+    action_digest: str | None = None
+    binding_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptMaterial:
+    """What proves one binding: for each of binding, scope, bearer and outcome, the record's sequence
+    number, its bytes and its inclusion proof (None for an outcome not yet recorded), and the signed
+    checkpoint the proofs lead to."""
+
+    records: dict[str, tuple[int, bytes, list[bytes]] | None]
+    checkpoint: str
 
 
 Judge = Callable[[Sequence[ScopeState]], Resolution]
@@ -77,3 +104,19 @@ class Store(Protocol):
     def ledger_entries(self, start: int = 0, stop: int | None = None) -> Iterator[LedgerEntry]: ...
 
     def usage_table(self) -> dict[str, ScopeUsage]: ...
+
+    def tree_head(self) -> tuple[int, bytes]: ...
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]: ...
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]: ...
+
+    def entry(self, sequence: int) -> LedgerEntry | None: ...
+
+    def latest_checkpoint(self) -> str | None: ...
+
+    def checkpoints(self) -> Iterator[tuple[int, str]]: ...
+
+    def find_entries(self, query: LedgerQuery) -> list[LedgerEntry]: ...
+
+    def receipt_material(self, binding_id: str) -> ReceiptMaterial: ...

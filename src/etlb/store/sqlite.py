@@ -28,6 +28,8 @@ from typing import Any
 
 from etlb.declarations import scope_from_payload
 from etlb.errors import BindingConsumed, DeclarationError, NotFoundError, StoreError, StoreUnavailable
+from etlb.ledger import merkle
+from etlb.ledger.checkpoint import CheckpointSigner
 from etlb.ledger.records import (
     GENESIS_CHAIN_HASH,
     LedgerEntry,
@@ -38,6 +40,7 @@ from etlb.ledger.records import (
     binding_data,
     chain_hash,
     envelope,
+    index_columns,
     leaf_hash,
     outcome_data,
     refusal_data,
@@ -61,7 +64,7 @@ from etlb.model import (
 from etlb.patterns import is_pattern, literal_prefix
 from etlb.resolve import refusal_message, reservation_for
 from etlb.signing import read_unverified
-from etlb.store.base import BindingState, Judge, ScopeState
+from etlb.store.base import BindingState, Judge, LedgerQuery, ReceiptMaterial, ScopeState
 
 __all__ = ["SQLiteStore"]
 
@@ -74,15 +77,11 @@ BUSY_TIMEOUT_SECONDS = 10.0
 # An SQLite statement takes at most 32766 parameters since 3.32; kind prefixes are queried in chunks.
 _PARAMETER_CHUNK = 500
 
-_INSERT_ONLY_TABLES = (
-    "ledger",
-    "bindings",
-    "redemptions",
-    "outcomes",
-    "revocations",
-    "scopes",
-    "scope_kinds",
-)
+# Tables created by each migration that triggers keep insert-only.
+_INSERT_ONLY_TABLES: dict[int, tuple[str, ...]] = {
+    1: ("ledger", "bindings", "redemptions", "outcomes", "revocations", "scopes", "scope_kinds"),
+    2: ("merkle_nodes", "checkpoints", "ledger_index"),
+}
 
 _MIGRATIONS: tuple[str, ...] = (
     """
@@ -148,14 +147,53 @@ _MIGRATIONS: tuple[str, ...] = (
         seq INTEGER NOT NULL
     );
     """,
+    """
+    -- Hashes of perfect Merkle subtrees: 2**level leaves starting at leaf idx * 2**level.
+    CREATE TABLE merkle_nodes (
+        level INTEGER NOT NULL,
+        idx INTEGER NOT NULL,
+        hash BLOB NOT NULL,
+        PRIMARY KEY (level, idx)
+    ) WITHOUT ROWID;
+    -- One signed checkpoint per committed write that appended records.
+    CREATE TABLE checkpoints (
+        size INTEGER PRIMARY KEY,
+        note TEXT NOT NULL
+    );
+    -- Columns of each record that `ledger show` filters on, so a filter does not parse every record.
+    CREATE TABLE ledger_index (
+        seq INTEGER PRIMARY KEY REFERENCES ledger(seq),
+        type TEXT NOT NULL,
+        time TEXT NOT NULL,
+        bearer TEXT,
+        scope_id TEXT,
+        agent TEXT,
+        kind TEXT,
+        action_digest TEXT,
+        binding_id TEXT
+    );
+    CREATE INDEX ledger_index_by_bearer ON ledger_index(bearer);
+    CREATE INDEX ledger_index_by_scope ON ledger_index(scope_id);
+    CREATE INDEX ledger_index_by_digest ON ledger_index(action_digest);
+    CREATE INDEX ledger_index_by_binding ON ledger_index(binding_id);
+    """,
 )
 
 
 class SQLiteStore:
     """The default store. Safe to share between threads; every process opens its own instance."""
 
-    def __init__(self, path: Path, *, create: bool = True, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        create: bool = True,
+        busy_timeout: float = BUSY_TIMEOUT_SECONDS,
+        signer: CheckpointSigner | None = None,
+    ) -> None:
         self.path = path
+        self._signer = signer
+        self._appended = False
         if not create and not path.exists():
             message = f"store {path} does not exist"
             raise StoreUnavailable(message, hint="create it with: etlb init")
@@ -190,8 +228,11 @@ class SQLiteStore:
                 message = f"cannot start a write transaction on store {self.path}: {error}"
                 raise StoreUnavailable(message) from error
 
+            self._appended = False
             try:
                 yield self._connection
+                if self._appended and self._signer is not None:
+                    self._sign_checkpoint(self._connection)
                 self._connection.execute("COMMIT")
             except BaseException as error:
                 self._rollback()
@@ -227,9 +268,10 @@ class SQLiteStore:
             for version, script in enumerate(_MIGRATIONS[current:], start=current + 1):
                 for statement in _split_statements(script):
                     connection.execute(statement)
-                if version == 1:
-                    for table in _INSERT_ONLY_TABLES:
-                        _forbid_changes(connection, table)
+                for table in _INSERT_ONLY_TABLES.get(version, ()):
+                    _forbid_changes(connection, table)
+                if version == 2:
+                    self._backfill_tree(connection)
                 connection.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
                 logger.info("applied store migration %d to %s", version, self.path)
 
@@ -248,7 +290,158 @@ class SQLiteStore:
             "INSERT INTO ledger (seq, record, leaf_hash, chain_hash) VALUES (?, ?, ?, ?)",
             (entry.sequence, entry.record, entry.leaf_hash, entry.chain_hash),
         )
+        self._index_entry(connection, entry, record_type, time, data)
+        self._appended = True
         return entry
+
+    def _index_entry(
+        self,
+        connection: sqlite3.Connection,
+        entry: LedgerEntry,
+        record_type: RecordType,
+        time: datetime,
+        data: dict[str, Any],
+    ) -> None:
+        """Add the entry's Merkle nodes and its row in the filter index, in the append's transaction."""
+        nodes = merkle.perfect_nodes_for_append(entry.sequence, entry.leaf_hash, _node_reader(connection))
+        connection.executemany("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
+
+        columns = index_columns(record_type, data)
+        connection.execute(
+            "INSERT INTO ledger_index (seq, type, time, bearer, scope_id, agent, kind, action_digest, binding_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.sequence,
+                record_type.value,
+                format_time(time),
+                columns.bearer,
+                columns.scope_id,
+                columns.agent,
+                columns.kind,
+                columns.action_digest,
+                columns.binding_id,
+            ),
+        )
+
+    def _backfill_tree(self, connection: sqlite3.Connection) -> None:
+        """Build Merkle nodes and index rows for records written before the tree existed."""
+        rows = connection.execute("SELECT seq, record, leaf_hash FROM ledger ORDER BY seq").fetchall()
+        for sequence, record, leaf in rows:
+            parsed = json.loads(record)
+            entry = LedgerEntry(int(sequence), bytes(record), bytes(leaf), b"")
+            self._index_entry(connection, entry, RecordType(parsed["type"]), parse_time(parsed["time"]), parsed["data"])
+
+    def _sign_checkpoint(self, connection: sqlite3.Connection) -> None:
+        assert self._signer is not None
+        size = self._size(connection)
+        root = merkle.root_hash(size, _node_reader(connection))
+        connection.execute("INSERT INTO checkpoints (size, note) VALUES (?, ?)", (size, self._signer.sign(size, root)))
+
+    def _size(self, connection: sqlite3.Connection) -> int:
+        row = connection.execute("SELECT max(seq) FROM ledger").fetchone()
+        return 0 if row[0] is None else int(row[0]) + 1
+
+    # Merkle tree and checkpoints
+
+    def tree_head(self) -> tuple[int, bytes]:
+        """Return the ledger's size and its RFC 9162 Merkle root, computed from stored subtree hashes."""
+        with self._read() as connection:
+            size = self._size(connection)
+            return size, merkle.root_hash(size, _node_reader(connection))
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        with self._read() as connection:
+            self._check_size(connection, size)
+            return merkle.inclusion_proof(index, size, _node_reader(connection))
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        with self._read() as connection:
+            self._check_size(connection, new_size)
+            return merkle.consistency_proof(old_size, new_size, _node_reader(connection))
+
+    def _check_size(self, connection: sqlite3.Connection, size: int) -> None:
+        current = self._size(connection)
+        if size > current:
+            message = f"tree size {size} is larger than the ledger, which has {current} records"
+            raise NotFoundError(message)
+
+    def entry(self, sequence: int) -> LedgerEntry | None:
+        with self._read() as connection:
+            row = connection.execute(
+                "SELECT seq, record, leaf_hash, chain_hash FROM ledger WHERE seq = ?", (sequence,)
+            ).fetchone()
+        return None if row is None else LedgerEntry(int(row[0]), bytes(row[1]), bytes(row[2]), bytes(row[3]))
+
+    def latest_checkpoint(self) -> str | None:
+        with self._read() as connection:
+            row = connection.execute("SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+        return None if row is None else str(row[0])
+
+    def checkpoints(self) -> Iterator[tuple[int, str]]:
+        """Yield every stored checkpoint as (tree size, signed note), smallest first."""
+        with self._read() as connection:
+            rows = connection.execute("SELECT size, note FROM checkpoints ORDER BY size").fetchall()
+        for size, note in rows:
+            yield int(size), str(note)
+
+    def find_entries(self, query: LedgerQuery) -> list[LedgerEntry]:
+        """Return the entries matching every given filter, in sequence order, at most `query.limit`."""
+        conditions: list[str] = ["i.seq >= ?"]
+        parameters: list[Any] = [query.start]
+        for column, value in (
+            ("i.bearer", query.bearer),
+            ("i.scope_id", query.scope_id),
+            ("i.agent", query.agent),
+            ("i.kind", query.kind),
+            ("i.type", query.record_type),
+            ("i.action_digest", query.action_digest),
+            ("i.binding_id", query.binding_id),
+        ):
+            if value is not None:
+                conditions.append(f"{column} = ?")
+                parameters.append(value)
+        if query.since is not None:
+            conditions.append("i.time >= ?")
+            parameters.append(format_time(query.since))
+        if query.until is not None:
+            conditions.append("i.time < ?")
+            parameters.append(format_time(query.until))
+
+        # Only the fixed column conditions above are joined into the statement; values are bound parameters.
+        where = " AND ".join(conditions)
+        select = "SELECT l.seq, l.record, l.leaf_hash, l.chain_hash FROM ledger_index i JOIN ledger l ON l.seq = i.seq"
+        sql = f"{select} WHERE {where} ORDER BY i.seq LIMIT ?"
+        with self._read() as connection:
+            rows = connection.execute(sql, [*parameters, query.limit]).fetchall()
+        return [LedgerEntry(int(row[0]), bytes(row[1]), bytes(row[2]), bytes(row[3])) for row in rows]
+
+    def receipt_material(self, binding_id: str) -> ReceiptMaterial:
+        """Collect, in one read, the records, proofs and checkpoint that prove one binding."""
+        with self._read() as connection:
+            row = connection.execute(
+                "SELECT b.seq, s.declared_seq, r.registered_seq, o.seq FROM bindings b"
+                " JOIN scopes s ON s.id = b.scope_id JOIN bearers r ON r.id = b.bearer_id"
+                " LEFT JOIN outcomes o ON o.binding_id = b.id WHERE b.id = ?",
+                (binding_id,),
+            ).fetchone()
+            if row is None:
+                raise _binding_not_found(binding_id)
+            checkpoint = connection.execute("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+            needed = max(value for value in row if value is not None) + 1
+            if checkpoint is None or checkpoint[0] < needed:
+                message = f"no signed checkpoint covers binding {binding_id} yet"
+                raise NotFoundError(message, hint="checkpoints are signed by a gate with a key: run etlb init")
+
+            size = int(checkpoint[0])
+            reader = _node_reader(connection)
+            records: dict[str, tuple[int, bytes, list[bytes]] | None] = {}
+            for name, sequence in zip(("binding", "scope", "bearer", "outcome"), row, strict=True):
+                if sequence is None:
+                    records[name] = None
+                    continue
+                record = connection.execute("SELECT record FROM ledger WHERE seq = ?", (sequence,)).fetchone()[0]
+                records[name] = (int(sequence), bytes(record), merkle.inclusion_proof(int(sequence), size, reader))
+        return ReceiptMaterial(records=records, checkpoint=str(checkpoint[1]))
 
     def ledger_size(self) -> int:
         with self._read() as connection:
@@ -574,6 +767,17 @@ def _scope_from_row(jws: str, key_id: str, bearer_id: str) -> Scope:
         message = f"stored scope names bearer {scope.bearer} but is filed under {bearer_id}"
         raise StoreError(message, hint="run etlb ledger verify; the store may have been altered")
     return scope
+
+
+def _node_reader(connection: sqlite3.Connection) -> merkle.NodeReader:
+    def read(level: int, index: int) -> bytes:
+        row = connection.execute("SELECT hash FROM merkle_nodes WHERE level = ? AND idx = ?", (level, index)).fetchone()
+        if row is None:
+            message = f"Merkle node at level {level}, index {index} is missing from the store"
+            raise StoreError(message, hint="run etlb ledger verify; the store may have been altered")
+        return bytes(row[0])
+
+    return read
 
 
 def _forbid_changes(connection: sqlite3.Connection, table: str) -> None:
