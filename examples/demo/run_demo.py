@@ -4,7 +4,8 @@ The script needs no network and no input. It creates a temporary git repository 
 registers the bearer Alice and lets her sign a scope for at most 2 commits. Then it plays the calls in
 transcript.json through a real MCP client session with the proxy, which runs `mcp-server-git`
 upstream. It reads each decision from the tool result and the ledger, runs `etlb ledger verify`,
-prints a summary table and exits with status 1 when any decision differs from the transcript, or 2
+verifies the receipt of the first binding offline (and shows that an altered copy fails), prints a
+summary table and exits with status 1 when any decision differs from the transcript, or 2
 when a step cannot run at all.
 
 Run it with `make demo`, or `.venv/bin/python examples/demo/run_demo.py [--keep]`.
@@ -104,6 +105,7 @@ def main() -> int:
         _set_up_etlb(workspace, transcript)
         results = _play(workspace, transcript)
         verified = _verify_ledger(workspace)
+        receipt_checked = _check_receipt(workspace)
         commits = _commit_count(workspace.repo)
     except DemoError as error:
         console.print(f"[bold red]demo failed:[/] {escape(str(error))}")
@@ -125,6 +127,8 @@ def main() -> int:
         failures.append(f"the repository has {commits} commits instead of {expected_commits}")
     if not verified:
         failures.append("etlb ledger verify failed")
+    if not receipt_checked:
+        failures.append("the receipt did not verify, or its altered copy did")
 
     if failures:
         console.print(f"[bold red]demo failed:[/] {'; '.join(failures)}")
@@ -307,6 +311,44 @@ def _verify_ledger(workspace: Workspace) -> bool:
     )
     console.print((completed.stdout + completed.stderr).strip(), markup=False, highlight=False)
     return completed.returncode == 0
+
+
+def _check_receipt(workspace: Workspace) -> bool:
+    """Get the receipt of the first binding, verify it offline, then show that an altered copy fails.
+
+    `etlb receipt verify` reads only the receipt file and the gate's public checkpoint key, so this is
+    the check an auditor runs on another machine.
+    """
+    console.rule("receipt")
+    bound = json.loads(
+        _etlb("--config", str(workspace.config), "ledger", "show", "--decision", "bound", "--json", quiet=True)
+    )
+    if not bound:
+        console.print("no binding to get a receipt for")
+        return False
+
+    binding_id = bound[0]["data"]["binding_id"]
+    receipt_path = workspace.root / "receipt.json"
+    gate_key = workspace.config.parent / "etlb-gate.pub"
+    _etlb("--config", str(workspace.config), "receipt", "get", binding_id, "-o", str(receipt_path))
+    original = _receipt_verify(receipt_path, gate_key)
+
+    # An auditor must notice any change: here the binding record is edited to name another bearer.
+    receipt = json.loads(receipt_path.read_text(encoding="utf-8"))
+    record = receipt["records"]["binding"]["record"]
+    receipt["records"]["binding"]["record"] = record.replace('"bearer":"alice"', '"bearer":"mallory"')
+    altered_path = workspace.root / "receipt-altered.json"
+    altered_path.write_text(json.dumps(receipt), encoding="utf-8")
+    altered = _receipt_verify(altered_path, gate_key)
+    return original == 0 and altered == 3
+
+
+def _receipt_verify(path: Path, gate_key: Path) -> int:
+    command = [str(ETLB_COMMAND), "receipt", "verify", str(path), "--gate-key", str(gate_key)]
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    console.print(f"$ etlb receipt verify {path.name} --gate-key {gate_key.name}", style="bold", markup=False)
+    console.print((completed.stdout + completed.stderr).strip(), markup=False, highlight=False)
+    return completed.returncode
 
 
 def _commit_count(repo: Path) -> int:

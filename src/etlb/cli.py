@@ -19,16 +19,24 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from etlb.config import DEFAULT_CONFIG_NAME, Config, default_config_text, load_config
+from etlb.cli_ledger import ledger, receipt
+from etlb.cli_support import (
+    EXIT_DECISION,
+    EXIT_ERROR,
+    Context,
+    console,
+    errors,
+    pass_context,
+    print_json,
+)
+from etlb.config import DEFAULT_CONFIG_NAME, default_config_text, load_config
 from etlb.declarations import REVOCATION_TYP, SCOPE_TYP, revocation_payload, scope_payload
 from etlb.errors import EtlbError, KeyFileError
 from etlb.gate import Gate
 from etlb.gate_key import create_gate_key, load_gate_signer, verifier_path
-from etlb.ledger.verify import verify_ledger
 from etlb.model import Bearer, BearerKey, BearerStatus, Limits, ToolCall, format_time, parse_time
 from etlb.signing import (
     generate_private_key,
@@ -45,27 +53,6 @@ from etlb.store import ScopeState, open_store
 __all__ = ["main"]
 
 logger = logging.getLogger(__name__)
-
-EXIT_ERROR = 1
-EXIT_DECISION = 3
-
-console = Console()
-# Messages are not wrapped, so that a path or an id in an error is never split across lines.
-errors = Console(stderr=True, soft_wrap=True)
-
-
-class Context:
-    def __init__(self, config_path: Path | None) -> None:
-        self.config_path = config_path
-
-    def config(self) -> Config:
-        return load_config(self.config_path)
-
-    def gate(self) -> Gate:
-        return Gate.from_config(self.config_path)
-
-
-pass_context = click.make_pass_decorator(Context)
 
 
 def main() -> None:
@@ -162,7 +149,7 @@ def keygen(out: Path, passphrase_file: Path | None, as_json: bool) -> None:
 
     result = {"key_id": key_id(jwk), "private_key": str(out), "public_key": str(public_path)}
     if as_json:
-        _print_json(result)
+        print_json(result)
     else:
         console.print(f"private key {out}\npublic key  {public_path}\nkey id      {result['key_id']}")
 
@@ -217,7 +204,7 @@ def bearer_list(context: Context, as_json: bool) -> None:
         bearers = gate.store.list_bearers()
 
     if as_json:
-        _print_json(
+        print_json(
             [
                 {
                     "id": item.id,
@@ -316,7 +303,7 @@ def scope_declare(context: Context, /, **options: Any) -> None:
         state = gate.store.get_scope(declared.id)
 
     if options["as_json"]:
-        _print_json(_scope_json(state) if state else {"scope_id": declared.id})
+        print_json(_scope_json(state) if state else {"scope_id": declared.id})
     else:
         console.print(f"declared scope [bold]{declared.id}[/bold] for bearer {declared.bearer}")
 
@@ -331,7 +318,7 @@ def scope_list(context: Context, bearer_id: str | None, as_json: bool) -> None:
         states = gate.store.list_scopes(bearer=bearer_id)
 
     if as_json:
-        _print_json([_scope_json(state) for state in states])
+        print_json([_scope_json(state) for state in states])
         return
 
     now = datetime.now(UTC)
@@ -368,7 +355,7 @@ def scope_show(context: Context, scope_id: str, as_json: bool) -> None:
         )
 
     if as_json:
-        _print_json(_scope_json(state))
+        print_json(_scope_json(state))
         return
 
     item = state.scope
@@ -464,7 +451,7 @@ def check(
     chosen = resolution.covering[0].scope if resolution.covering else None
     decision = "pass" if reversible else ("bind" if chosen else "refuse")
     if as_json:
-        _print_json(
+        print_json(
             {
                 "decision": decision,
                 "action": {**action.canonical_fields(), "digest": action.digest},
@@ -491,64 +478,6 @@ def check(
 
 
 # ledger
-
-
-@cli.group()
-def ledger() -> None:
-    """Show and verify the ledger."""
-
-
-@ledger.command("show")
-@click.option(
-    "--from", "start", type=click.IntRange(min=0), default=0, show_default=True, help="First sequence number."
-)
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Number of records.")
-@click.option("--json", "as_json", is_flag=True, help="Print the records as a JSON array.")
-@pass_context
-def ledger_show(context: Context, start: int, limit: int, as_json: bool) -> None:
-    """Show ledger records in order."""
-    with context.gate() as gate:
-        entries = list(gate.store.ledger_entries(start, start + limit))
-
-    if as_json:
-        _print_json([{**json.loads(entry.record), "leaf_hash": entry.leaf_hash.hex()} for entry in entries])
-        return
-
-    table = Table("seq", "time", "type", "summary", title="ledger")
-    for entry in entries:
-        record = json.loads(entry.record)
-        table.add_row(str(record["seq"]), record["time"], record["type"], _record_summary(record))
-    console.print(table)
-
-
-@ledger.command("verify")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@pass_context
-def ledger_verify(context: Context, as_json: bool) -> None:
-    """Recompute every hash and replay every decision. Exit 3 and name the record if anything is wrong."""
-    with context.gate() as gate:
-        report = verify_ledger(gate.store.ledger_entries(), usage_table=gate.store.usage_table())
-
-    if as_json:
-        _print_json(
-            {
-                "ok": report.ok,
-                "size": report.size,
-                "counts": dict(report.counts),
-                "head_chain_hash": report.head_chain_hash.hex(),
-                "problems": [{"sequence": problem.sequence, "message": problem.message} for problem in report.problems],
-            }
-        )
-    elif report.ok:
-        counts = ", ".join(f"{count} {name}" for name, count in sorted(report.counts.items()))
-        console.print(f"[green]ledger verified[/green]: {report.size} records ({counts})")
-        console.print(f"head chain hash {report.head_chain_hash.hex()}")
-    else:
-        for problem in report.problems:
-            where = f"record {problem.sequence}" if problem.sequence is not None else "store"
-            errors.print(f"[red]ledger verification failed[/red] at {where}: {problem.message}", highlight=False)
-    if not report.ok:
-        sys.exit(EXIT_DECISION)
 
 
 @cli.command("mcp-proxy", context_settings={"ignore_unknown_options": True})
@@ -786,29 +715,5 @@ def _scope_json(state: ScopeState) -> dict[str, Any]:
     }
 
 
-def _record_summary(record: dict[str, Any]) -> str:
-    data = record["data"]
-    record_type = record["type"]
-    if record_type == "binding":
-        action = data["action"]
-        return (
-            f"{action['kind']} on {action['resource']} by {action['agent']} -> {data['bearer']} ({data['binding_id']})"
-        )
-    if record_type == "refusal":
-        action = data["action"]
-        return f"{action['kind']} on {action['resource']} by {action['agent']}: {data['code']}"
-    if record_type == "outcome":
-        return f"{data['binding_id']}: {data['status']}"
-    if record_type == "scope.declared":
-        return f"{data['scope_id']} by {data['bearer']}"
-    if record_type == "scope.revoked":
-        return f"{data['scope_id']} by {data['by']} {data['actor']}"
-    if record_type == "bearer.registered":
-        return f"{data['bearer']['id']} ({data['bearer']['name']})"
-    if record_type == "bearer.status":
-        return f"{data['bearer_id']} -> {data['status']}"
-    return ""
-
-
-def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True))
+cli.add_command(ledger)
+cli.add_command(receipt)

@@ -40,6 +40,7 @@ from etlb.errors import (
     StoreUnavailable,
 )
 from etlb.gate_key import load_gate_signer
+from etlb.ledger.receipt import build_receipt
 from etlb.ledger.records import LedgerEntry
 from etlb.model import (
     Action,
@@ -317,6 +318,12 @@ class Gate:
         entry = self.store.revoke_scope(scope_id, time=self._clock(), revocation=revocation)
         logger.info("event=scope_revoked scope=%s by=%s", scope_id, revocation["by"])
         return entry
+
+    # Evidence
+
+    def receipt(self, binding_id: str) -> dict[str, Any]:
+        """Build the offline receipt of one binding: records, inclusion proofs and a signed checkpoint."""
+        return build_receipt(binding_id, self.store.receipt_material(binding_id))
 
     # Internals
 

@@ -512,5 +512,7 @@ def test_demo_runs_end_to_end() -> None:
     assert "7. git_commit: refused count_exhausted" in output
     assert "8. git_reset: refused no_covering_scope" in output
     assert "ledger verified: 8 records" in output
+    assert "receipt verified" in output
+    assert "receipt is not valid: records.binding" in output
     assert "repository has 3 commits, expected 3" in output
     assert "demo passed: every decision matches the transcript" in output

@@ -102,7 +102,7 @@ class CheckpointSigner:
 
 def parse_verifier_key(text: str) -> NoteVerifier:
     """Parse a `<name>+<hash>+<base64 key>` verifier key and check that its hash matches the key."""
-    parts = text.strip().split("+")
+    parts = text.strip().split("+", 2)
     if len(parts) != 3:
         message = f"verifier key {text.strip()!r} is not of the form NAME+HASH+KEY"
         raise CheckpointError(message, hint="use the contents of the gate's .pub file that etlb init wrote")

@@ -7,6 +7,8 @@ A verifier who does not trust the operator runs this over the records alone. It 
 - every binding names a scope declared before it, not revoked, inside its window, whose bearer was
   active, whose patterns cover the action, and whose limits held at the binding's position;
 - every outcome follows its binding, once;
+- every stored checkpoint carries the gate's signature and the Merkle root of the records up to it,
+  and an earlier checkpoint the verifier kept still matches the same prefix of the ledger;
 - the store's budget usage equals what the bindings consumed, so an edited usage table is found.
 """
 
@@ -22,6 +24,8 @@ from typing import Any
 from etlb.canonical import canonical_bytes
 from etlb.declarations import SCOPE_TYP, scope_from_payload
 from etlb.errors import EtlbError
+from etlb.ledger import merkle
+from etlb.ledger.checkpoint import Checkpoint, CheckpointError, NoteVerifier, verify_checkpoint
 from etlb.ledger.records import GENESIS_CHAIN_HASH, LedgerEntry, RecordType, chain_hash, leaf_hash
 from etlb.model import Amount, Scope, ScopeUsage, parse_time
 from etlb.patterns import AGENT_SEPARATOR, KIND_SEPARATOR, RESOURCE_SEPARATOR, glob_match
@@ -42,6 +46,8 @@ class VerificationReport:
     counts: Counter[str] = field(default_factory=Counter)
     problems: list[Problem] = field(default_factory=list)
     head_chain_hash: bytes = GENESIS_CHAIN_HASH
+    root_hash: bytes = merkle.EMPTY_ROOT
+    checkpoints: int = 0
 
     @property
     def ok(self) -> bool:
@@ -58,16 +64,24 @@ class _ScopeReplay:
 
 
 def verify_ledger(
-    entries: Iterable[LedgerEntry], *, usage_table: Mapping[str, ScopeUsage] | None = None
+    entries: Iterable[LedgerEntry],
+    *,
+    usage_table: Mapping[str, ScopeUsage] | None = None,
+    checkpoints: Iterable[tuple[int, str]] = (),
+    verifier: NoteVerifier | None = None,
+    against: Checkpoint | None = None,
 ) -> VerificationReport:
-    """Verify a whole ledger in order; every problem found is reported with its sequence number."""
+    """Verify a whole ledger in order; every problem found is reported with its sequence number.
+
+    `checkpoints` are the stored signed notes as (tree size, note), smallest first; each must carry a
+    valid signature by `verifier` and the root of the records up to its size. `against` is an earlier
+    checkpoint, already verified, whose root the same prefix of this ledger must still have.
+    """
     report = VerificationReport()
+    replay = _Replay()
+    tree = merkle.CompactRange()
+    pending = _Checkpoints(checkpoints, verifier, report)
     previous_chain = GENESIS_CHAIN_HASH
-    keys: dict[str, dict[str, dict[str, str]]] = {}
-    bearer_status: dict[str, str] = {}
-    scopes: dict[str, _ScopeReplay] = {}
-    bindings: dict[str, str] = {}
-    completed: set[str] = set()
 
     for expected_sequence, entry in enumerate(entries):
         report.size += 1
@@ -83,28 +97,108 @@ def verify_ledger(
             return report
         previous_chain = entry.chain_hash
         report.head_chain_hash = entry.chain_hash
+        tree.append(entry.leaf_hash)
 
         record = json.loads(entry.record)
         report.counts[record.get("type", "?")] += 1
         try:
-            _replay(record, keys, bearer_status, scopes, bindings, completed)
+            replay.apply(record)
         except _ReplayError as error:
             report.problems.append(Problem(entry.sequence, str(error)))
         except (KeyError, TypeError, ValueError, EtlbError) as error:
             report.problems.append(Problem(entry.sequence, f"record is malformed: {type(error).__name__}: {error}"))
 
+        pending.check(tree)
+        if against is not None and tree.size == against.size and tree.root() != against.root:
+            report.problems.append(Problem(entry.sequence, _rewritten(against, tree.root())))
+
+    report.root_hash = tree.root()
+    pending.finish(tree.size)
+    if against is not None and tree.size < against.size:
+        message = (
+            f"the ledger has {tree.size} records, fewer than the {against.size} of the earlier checkpoint: "
+            "records were removed"
+        )
+        report.problems.append(Problem(None, message))
     if usage_table is not None:
-        for scope_id, replay in scopes.items():
+        report.problems.extend(replay.usage_problems(usage_table))
+    return report
+
+
+def _rewritten(against: Checkpoint, root: bytes) -> str:
+    return (
+        f"history was rewritten: the first {against.size} records have root {root.hex()}, but the earlier "
+        f"checkpoint of {against.origin} signed root {against.root.hex()}"
+    )
+
+
+class _Checkpoints:
+    """Stored checkpoints, checked against the recomputed root as the pass reaches each tree size."""
+
+    def __init__(
+        self, checkpoints: Iterable[tuple[int, str]], verifier: NoteVerifier | None, report: VerificationReport
+    ) -> None:
+        self._iterator = iter(checkpoints)
+        self._verifier = verifier
+        self._report = report
+        self._next = next(self._iterator, None)
+
+    def check(self, tree: merkle.CompactRange) -> None:
+        while self._next is not None and self._next[0] <= tree.size:
+            size, note = self._next
+            if size == tree.size:
+                self._check_one(size, note, tree.root())
+            self._next = next(self._iterator, None)
+
+    def _check_one(self, size: int, note: str, root: bytes) -> None:
+        self._report.checkpoints += 1
+        if self._verifier is None:
+            return
+        try:
+            checkpoint = verify_checkpoint(note, self._verifier)
+        except CheckpointError as error:
+            self._report.problems.append(Problem(size - 1, f"checkpoint of tree size {size}: {error.message}"))
+            return
+        if checkpoint.size != size:
+            message = f"checkpoint stored for tree size {size} states size {checkpoint.size}"
+            self._report.problems.append(Problem(size - 1, message))
+        elif checkpoint.root != root:
+            message = (
+                f"checkpoint of tree size {size} signed root {checkpoint.root.hex()}, but the records up to "
+                f"it have root {root.hex()}: a record up to {size - 1} was changed after it was signed"
+            )
+            self._report.problems.append(Problem(size - 1, message))
+
+    def finish(self, size: int) -> None:
+        if self._next is not None:
+            message = f"a checkpoint is stored for tree size {self._next[0]}, but the ledger has {size} records"
+            self._report.problems.append(Problem(None, message))
+
+
+class _Replay:
+    """The state a replay of the records builds: keys, bearer status, scopes, bindings and outcomes."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, dict[str, dict[str, str]]] = {}
+        self.bearer_status: dict[str, str] = {}
+        self.scopes: dict[str, _ScopeReplay] = {}
+        self.bindings: dict[str, str] = {}
+        self.completed: set[str] = set()
+
+    def apply(self, record: dict[str, Any]) -> None:
+        _replay(record, self.keys, self.bearer_status, self.scopes, self.bindings, self.completed)
+
+    def usage_problems(self, usage_table: Mapping[str, ScopeUsage]) -> list[Problem]:
+        problems = []
+        for scope_id, replay in self.scopes.items():
             stored = usage_table.get(scope_id, ScopeUsage())
             if stored.count != replay.count or stored.amount != replay.amount:
-                report.problems.append(
-                    Problem(
-                        None,
-                        f"usage of scope {scope_id} in the store is {stored.count} executions and "
-                        f"{stored.amount}, but its bindings in the ledger add up to {replay.count} and {replay.amount}",
-                    )
+                message = (
+                    f"usage of scope {scope_id} in the store is {stored.count} executions and {stored.amount}, "
+                    f"but its bindings in the ledger add up to {replay.count} and {replay.amount}"
                 )
-    return report
+                problems.append(Problem(None, message))
+        return problems
 
 
 class _ReplayError(Exception):

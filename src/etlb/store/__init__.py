@@ -37,9 +37,9 @@ def open_store(
 ) -> Store:
     """Open the store a URL names: `sqlite:///relative/or/absolute/path` or `sqlite:////abs/path`.
 
-    A relative SQLite path is resolved against `base_dir` (the configuration file's folder). With
-    `create=False` a missing database is `StoreUnavailable` instead of a new, empty store. With a
-`signer`, every write that appends records also stores a signed checkpoint.
+        A relative SQLite path is resolved against `base_dir` (the configuration file's folder). With
+        `create=False` a missing database is `StoreUnavailable` instead of a new, empty store. With a
+    `signer`, every write that appends records also stores a signed checkpoint.
     """
     if url.startswith("sqlite:///"):
         from etlb.store.sqlite import SQLiteStore

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from etlb.ledger.receipt import ReceiptMaterial
 from etlb.ledger.records import LedgerEntry
 from etlb.model import Action, Bearer, BearerStatus, Binding, Outcome, Refusal, Scope, ScopeUsage
 from etlb.resolve import Resolution
@@ -55,16 +56,6 @@ class LedgerQuery:
     binding_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ReceiptMaterial:
-    """What proves one binding: for each of binding, scope, bearer and outcome, the record's sequence
-    number, its bytes and its inclusion proof (None for an outcome not yet recorded), and the signed
-    checkpoint the proofs lead to."""
-
-    records: dict[str, tuple[int, bytes, list[bytes]] | None]
-    checkpoint: str
 
 
 Judge = Callable[[Sequence[ScopeState]], Resolution]

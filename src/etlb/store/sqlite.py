@@ -30,6 +30,7 @@ from etlb.declarations import scope_from_payload
 from etlb.errors import BindingConsumed, DeclarationError, NotFoundError, StoreError, StoreUnavailable
 from etlb.ledger import merkle
 from etlb.ledger.checkpoint import CheckpointSigner
+from etlb.ledger.receipt import ReceiptMaterial
 from etlb.ledger.records import (
     GENESIS_CHAIN_HASH,
     LedgerEntry,
@@ -64,7 +65,7 @@ from etlb.model import (
 from etlb.patterns import is_pattern, literal_prefix
 from etlb.resolve import refusal_message, reservation_for
 from etlb.signing import read_unverified
-from etlb.store.base import BindingState, Judge, LedgerQuery, ReceiptMaterial, ScopeState
+from etlb.store.base import BindingState, Judge, LedgerQuery, ScopeState
 
 __all__ = ["SQLiteStore"]
 

@@ -1,0 +1,272 @@
+"""Receipts: one JSON document that proves, offline, who carried the consequence of one action.
+
+No I/O. A receipt holds the ledger records of the bearer's registration (with their public key), the
+bearer-signed scope declaration, the binding and, once recorded, its outcome; each record's exact
+bytes, leaf index and RFC 9162 inclusion proof; and the gate's signed checkpoint the proofs lead to.
+`verify_receipt` needs nothing else but the gate's checkpoint verifier key, and every failure names
+the part of the receipt that is wrong. docs/receipts.md describes the format field by field.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from etlb.canonical import canonical_bytes
+from etlb.declarations import SCOPE_TYP, scope_from_payload, scope_id_for
+from etlb.errors import EtlbError
+from etlb.ledger import merkle
+from etlb.ledger.checkpoint import CheckpointError, NoteVerifier, verify_checkpoint
+from etlb.model import format_time, parse_time
+from etlb.patterns import AGENT_SEPARATOR, KIND_SEPARATOR, RESOURCE_SEPARATOR, glob_match
+from etlb.signing import key_id, verify_jws
+
+__all__ = ["RECEIPT_FORMAT", "ReceiptError", "ReceiptMaterial", "ReceiptSummary", "build_receipt", "verify_receipt"]
+
+RECEIPT_FORMAT = "etlb-receipt/v1"
+_PARTS = ("bearer", "scope", "binding", "outcome")
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptMaterial:
+    """What a store returns to prove one binding.
+
+    `records` maps each of bearer, scope, binding and outcome to the record's sequence number, bytes and
+    inclusion proof, or to None for an outcome not yet recorded. `checkpoint` is the signed note the
+    proofs lead to.
+    """
+
+    records: dict[str, tuple[int, bytes, list[bytes]] | None]
+    checkpoint: str
+
+
+class ReceiptError(EtlbError):
+    """A receipt does not prove what it claims. `part` names the field that failed."""
+
+    def __init__(self, part: str, message: str) -> None:
+        super().__init__(f"{part}: {message}")
+        self.part = part
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptSummary:
+    """What a verified receipt proves."""
+
+    bearer: str
+    bearer_name: str
+    scope_id: str
+    terms: str
+    binding_id: str
+    action: dict[str, Any]
+    bound_at: str
+    outcome: str
+    outcome_detail: str
+    origin: str
+    tree_size: int
+
+
+def build_receipt(binding_id: str, material: ReceiptMaterial) -> dict[str, Any]:
+    """Assemble the receipt JSON of one binding from the records, proofs and checkpoint of the store."""
+    records: dict[str, Any] = {}
+    for part in _PARTS:
+        found = material.records.get(part)
+        if found is None:
+            records[part] = None
+            continue
+        sequence, record, proof = found
+        records[part] = {
+            "leaf_index": sequence,
+            "record": record.decode("utf-8"),
+            "inclusion_proof": [base64.b64encode(item).decode("ascii") for item in proof],
+        }
+
+    binding = json.loads(records["binding"]["record"])["data"]
+    scope = json.loads(records["scope"]["record"])["data"]
+    bearer = json.loads(records["bearer"]["record"])["data"]["bearer"]
+    key = next(item for item in bearer["keys"] if item["key_id"] == scope["key_id"])
+    return {
+        "format": RECEIPT_FORMAT,
+        "binding_id": binding_id,
+        "bearer": {"id": bearer["id"], "name": bearer["name"], "key_id": key["key_id"], "public_jwk": key["jwk"]},
+        "scope": {"scope_id": scope["scope_id"], "jws": scope["jws"]},
+        "action_digest": binding["action"]["digest"],
+        "records": records,
+        "checkpoint": material.checkpoint,
+    }
+
+
+def verify_receipt(receipt: Any, verifier: NoteVerifier) -> ReceiptSummary:
+    """Check every signature and proof in a receipt; raises `ReceiptError` naming the part that failed."""
+    if not isinstance(receipt, dict):
+        raise ReceiptError("receipt", "must be a JSON object")
+    if receipt.get("format") != RECEIPT_FORMAT:
+        raise ReceiptError("format", f"is {receipt.get('format')!r}; expected {RECEIPT_FORMAT!r}")
+
+    checkpoint_note = _field(receipt, "checkpoint", str)
+    try:
+        checkpoint = verify_checkpoint(checkpoint_note, verifier)
+    except CheckpointError as error:
+        raise ReceiptError("checkpoint", error.message) from error
+
+    records = _field(receipt, "records", dict)
+    parsed = {part: _verified_record(records, part, checkpoint.size, checkpoint.root) for part in _PARTS}
+
+    bearer, public_jwk = _check_bearer(receipt, parsed["bearer"])
+    scope_payload = _check_scope(receipt, parsed["scope"], bearer, public_jwk)
+    binding = _check_binding(receipt, parsed, scope_payload)
+    outcome = _check_outcome(parsed, binding)
+
+    return ReceiptSummary(
+        bearer=bearer["id"],
+        bearer_name=bearer["name"],
+        scope_id=binding["data"]["scope_id"],
+        terms=scope_payload["terms"],
+        binding_id=binding["data"]["binding_id"],
+        action=binding["data"]["action"],
+        bound_at=binding["time"],
+        outcome=outcome["data"]["status"] if outcome else "unknown",
+        outcome_detail=outcome["data"]["detail"] if outcome else "no outcome was recorded when the receipt was made",
+        origin=checkpoint.origin,
+        tree_size=checkpoint.size,
+    )
+
+
+def _field(container: dict[str, Any], name: str, kind: type, part: str | None = None) -> Any:
+    value = container.get(name)
+    if not isinstance(value, kind):
+        where = f"{part}.{name}" if part else name
+        raise ReceiptError(where, f"is missing or not a {kind.__name__}")
+    return value
+
+
+def _verified_record(records: dict[str, Any], part: str, size: int, root: bytes) -> dict[str, Any] | None:
+    """Check one record's inclusion in the checkpoint and return it parsed; None for an absent outcome."""
+    entry = records.get(part)
+    where = f"records.{part}"
+    if entry is None and part == "outcome":
+        return None
+    if not isinstance(entry, dict):
+        raise ReceiptError(where, "is missing")
+
+    text = _field(entry, "record", str, where)
+    index = entry.get("leaf_index")
+    proof_text = _field(entry, "inclusion_proof", list, where)
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise ReceiptError(f"{where}.leaf_index", f"is {index!r}; expected a non-negative integer")
+    try:
+        proof = [base64.b64decode(item, validate=True) for item in proof_text]
+    except (TypeError, ValueError, binascii.Error) as error:
+        raise ReceiptError(f"{where}.inclusion_proof", "is not a list of base64 hashes") from error
+
+    data = text.encode("utf-8")
+    if not merkle.verify_inclusion(merkle.leaf_hash(data), index, size, proof, root):
+        message = (
+            f"the record at leaf {index} is not in the checkpoint's tree of {size} records: "
+            "the record bytes, the leaf index or the inclusion proof were changed"
+        )
+        raise ReceiptError(where, message)
+
+    record = json.loads(text)
+    if canonical_bytes(record) != data:
+        raise ReceiptError(f"{where}.record", "is not RFC 8785 canonical JSON")
+    if record.get("seq") != index:
+        raise ReceiptError(f"{where}.record", f"states sequence {record.get('seq')!r}, not its leaf index {index}")
+    return dict(record)
+
+
+def _check_bearer(receipt: dict[str, Any], record: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, str]]:
+    assert record is not None
+    if record.get("type") != "bearer.registered":
+        raise ReceiptError("records.bearer", f"is a {record.get('type')!r} record, not a bearer registration")
+
+    claimed = _field(receipt, "bearer", dict)
+    registered = record["data"]["bearer"]
+    keys = {item["key_id"]: item["jwk"] for item in registered["keys"]}
+    public_jwk = keys.get(claimed.get("key_id"))
+    if registered["id"] != claimed.get("id") or public_jwk is None:
+        raise ReceiptError("bearer", "does not match the bearer and key registered in records.bearer")
+    if public_jwk != claimed.get("public_jwk") or key_id(public_jwk) != claimed["key_id"]:
+        raise ReceiptError("bearer.public_jwk", "differs from the key registered in records.bearer")
+    return registered, public_jwk
+
+
+def _check_scope(
+    receipt: dict[str, Any], record: dict[str, Any] | None, bearer: dict[str, Any], public_jwk: dict[str, str]
+) -> dict[str, Any]:
+    assert record is not None
+    if record.get("type") != "scope.declared":
+        raise ReceiptError("records.scope", f"is a {record.get('type')!r} record, not a scope declaration")
+
+    claimed = _field(receipt, "scope", dict)
+    data = record["data"]
+    jws = data["jws"]
+    if claimed.get("jws") != jws or claimed.get("scope_id") != data["scope_id"]:
+        raise ReceiptError("scope", "differs from the declaration in records.scope")
+    if data["bearer"] != bearer["id"] or data["key_id"] != receipt["bearer"]["key_id"]:
+        raise ReceiptError("records.scope", f"was declared by {data['bearer']} with another key")
+    if scope_id_for(jws) != data["scope_id"]:
+        raise ReceiptError("scope.scope_id", "does not match the signed declaration")
+    try:
+        payload = verify_jws(jws, public_jwk, typ=SCOPE_TYP)
+        scope_from_payload(payload, jws=jws, key_id=data["key_id"])
+    except EtlbError as error:
+        raise ReceiptError("scope.jws", f"the bearer's signature does not verify: {error.message}") from error
+    if payload["bearer"] != bearer["id"]:
+        raise ReceiptError("scope.jws", f"is signed for bearer {payload['bearer']}, not {bearer['id']}")
+    return payload
+
+
+def _check_binding(
+    receipt: dict[str, Any], parsed: dict[str, dict[str, Any] | None], scope: dict[str, Any]
+) -> dict[str, Any]:
+    record = parsed["binding"]
+    assert record is not None
+    if record.get("type") != "binding":
+        raise ReceiptError("records.binding", f"is a {record.get('type')!r} record, not a binding")
+
+    data = record["data"]
+    action = data["action"]
+    if data["binding_id"] != receipt.get("binding_id") or action["digest"] != receipt.get("action_digest"):
+        raise ReceiptError("binding_id", "does not match records.binding")
+    if data["scope_id"] != receipt["scope"]["scope_id"] or data["bearer"] != receipt["bearer"]["id"]:
+        raise ReceiptError("records.binding", "names another scope or bearer than the receipt")
+
+    bearer_seq = parsed["bearer"]["seq"] if parsed["bearer"] else -1
+    scope_seq = parsed["scope"]["seq"] if parsed["scope"] else -1
+    if not bearer_seq < scope_seq < record["seq"]:
+        raise ReceiptError("records", "are out of order: registration, declaration and binding must follow each other")
+
+    bound_at = parse_time(record["time"])
+    if not parse_time(scope["valid_from"]) <= bound_at < parse_time(scope["valid_until"]):
+        raise ReceiptError("records.binding", f"was made at {format_time(bound_at)}, outside the scope's window")
+    checks = (
+        ("kind", scope["kinds"], KIND_SEPARATOR),
+        ("resource", scope["resources"], RESOURCE_SEPARATOR),
+        ("agent", scope["agents"], AGENT_SEPARATOR),
+    )
+    for field_name, patterns, separator in checks:
+        if not any(glob_match(pattern, action[field_name], separator) for pattern in patterns):
+            message = f"{field_name} {action[field_name]} is not covered by the scope's patterns {patterns}"
+            raise ReceiptError("records.binding", message)
+    return record
+
+
+def _check_outcome(parsed: dict[str, dict[str, Any] | None], binding: dict[str, Any]) -> dict[str, Any] | None:
+    record = parsed["outcome"]
+    if record is None:
+        return None
+    if record.get("type") != "outcome":
+        raise ReceiptError("records.outcome", f"is a {record.get('type')!r} record, not an outcome")
+
+    data = record["data"]
+    if (
+        data["binding_id"] != binding["data"]["binding_id"]
+        or data["action_digest"] != binding["data"]["action"]["digest"]
+    ):
+        raise ReceiptError("records.outcome", "belongs to another binding")
+    if record["seq"] <= binding["seq"]:
+        raise ReceiptError("records.outcome", "comes before its binding in the ledger")
+    return record
