@@ -66,7 +66,7 @@ def ledger_show(
     until: str | None,
     as_json: bool,
 ) -> None:
-    """Show ledger records in order, filtered. `--digest` answers who carried the consequence of an action."""
+    """Show ledger records in order, filtered. `--digest` shows who carried the consequence of an action."""
     query = LedgerQuery(
         start=start,
         limit=limit,

@@ -1,6 +1,6 @@
 """Receipts: one JSON document that proves, offline, who carried the consequence of one action.
 
-No I/O. A receipt holds the ledger records of the bearer's registration (with their public key), the
+No I/O. A receipt contains the ledger records of the bearer's registration (with their public key), the
 bearer-signed scope declaration, the binding and, once recorded, its outcome; each record's exact
 bytes, leaf index and RFC 9162 inclusion proof; and the gate's signed checkpoint the proofs lead to.
 `verify_receipt` needs nothing else but the gate's checkpoint verifier key, and every failure names
@@ -32,7 +32,7 @@ _PARTS = ("bearer", "scope", "binding", "outcome")
 
 @dataclass(frozen=True, slots=True)
 class ReceiptMaterial:
-    """What a store returns to prove one binding.
+    """The records, proofs and checkpoint a store returns to prove one binding.
 
     `records` maps each of bearer, scope, binding and outcome to the record's sequence number, bytes and
     inclusion proof, or to None for an outcome not yet recorded. `checkpoint` is the signed note the
@@ -53,7 +53,7 @@ class ReceiptError(EtlbError):
 
 @dataclass(frozen=True, slots=True)
 class ReceiptSummary:
-    """What a verified receipt proves."""
+    """The facts a verified receipt proves: who carried which action under which scope, and its outcome."""
 
     bearer: str
     bearer_name: str

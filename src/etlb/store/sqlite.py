@@ -350,6 +350,12 @@ class SQLiteStore:
             size = self._size(connection)
             return size, merkle.root_hash(size, _node_reader(connection))
 
+    def root_at(self, size: int) -> bytes:
+        """Return the Merkle root of the first `size` records."""
+        with self._read() as connection:
+            self._check_size(connection, size)
+            return merkle.root_hash(size, _node_reader(connection))
+
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         with self._read() as connection:
             self._check_size(connection, size)
