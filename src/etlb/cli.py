@@ -37,7 +37,7 @@ from etlb.declarations import REVOCATION_TYP, SCOPE_TYP, revocation_payload, sco
 from etlb.errors import EtlbError, KeyFileError
 from etlb.gate import Gate
 from etlb.gate_key import create_gate_key, load_gate_signer, verifier_path
-from etlb.model import Bearer, BearerKey, BearerStatus, Limits, ToolCall, format_time, parse_time
+from etlb.model import Bearer, BearerKey, BearerStatus, Limits, ToolCall, WindowLimit, format_time, parse_time
 from etlb.signing import (
     generate_private_key,
     key_id,
@@ -241,6 +241,27 @@ def bearer_suspend(context: Context, bearer_id: str, actor: str) -> None:
     console.print(f"suspended bearer {bearer_id}, ledger record {entry.sequence}")
 
 
+@cli.group()
+def agent() -> None:
+    """Register agents that call the HTTP service (administrator commands)."""
+
+
+@agent.command("add")
+@click.argument("agent_id")
+@click.option("--actor", default="administrator", show_default=True, help="Who registers the agent, for the ledger.")
+@click.option("--json", "as_json", is_flag=True, help="Print the agent id and API key as JSON.")
+@pass_context
+def agent_add(context: Context, agent_id: str, actor: str, as_json: bool) -> None:
+    """Register AGENT_ID and print its API key once; the store keeps only the key's hash."""
+    with context.gate() as gate:
+        api_key = gate.register_agent(agent_id, actor=actor)
+    if as_json:
+        print_json({"agent_id": agent_id, "api_key": api_key})
+    else:
+        console.print(f"registered agent {agent_id}; its API key, shown only now:")
+        click.echo(api_key)
+
+
 @bearer.command("reinstate")
 @click.argument("bearer_id")
 @click.option("--actor", default="administrator", show_default=True, help="Who reinstates the bearer, for the ledger.")
@@ -276,6 +297,12 @@ def scope() -> None:
 @click.option("--max-total", help="Cap on the sum of all actions, a decimal in --unit.")
 @click.option("--unit", help="Unit of the amount caps: a currency code such as EUR, or a label.")
 @click.option("--max-count", type=click.IntRange(min=0), help="Maximum number of executions.")
+@click.option(
+    "--window",
+    "windows",
+    multiple=True,
+    help="Rolling-window cap LENGTH:count=N,amount=D, e.g. 24h:count=30,amount=20000 (amount in --unit); repeatable.",
+)
 @click.option("--valid-from", help="Start, RFC 3339 (default now).")
 @click.option("--valid-until", help="End, RFC 3339.")
 @click.option("--valid-for", help="Length of validity from --valid-from, e.g. 90m, 8h, 30d (default 30d).")
@@ -552,12 +579,18 @@ def _scope_fields(options: dict[str, Any]) -> dict[str, Any]:
     max_count = pick("max_count")
     if max_count is not None and (isinstance(max_count, bool) or not isinstance(max_count, int)):
         raise click.BadParameter(f"{max_count!r} is not a whole number", param_hint="--max-count")
+    window_specs = options.get("windows") or ()
+    if window_specs:
+        windows = tuple(_window(spec) for spec in window_specs)
+    else:
+        windows = tuple(_window_from_file(item) for item in limits_data.get("windows", []))
     try:
         limits = Limits(
             max_amount=_decimal_option(pick("max_amount"), "--max-amount"),
             max_total=_decimal_option(pick("max_total"), "--max-total"),
             max_count=max_count,
             unit=unit,
+            windows=windows,
         )
     except ValueError as error:
         # Limits rejects an amount cap without a unit, and negative or non-finite caps.
@@ -574,6 +607,38 @@ def _scope_fields(options: dict[str, Any]) -> dict[str, Any]:
         "terms": terms,
         "domain": pick("domain") or "",
     }
+
+
+def _window(spec: str) -> WindowLimit:
+    """Parse `24h:count=30,amount=20000` into a rolling-window cap."""
+    length, separator, caps = spec.partition(":")
+    if not separator:
+        raise click.BadParameter(f"{spec!r} is not LENGTH:count=N,amount=D", param_hint="--window")
+    values: dict[str, str] = {}
+    for part in caps.split(","):
+        name, equals, value = part.partition("=")
+        if not equals or name.strip() not in {"count", "amount"}:
+            raise click.BadParameter(f"{part!r} in {spec!r} is not count=N or amount=D", param_hint="--window")
+        values[name.strip()] = value.strip()
+    return _window_from_file(
+        {"length": length, "max_count": values.get("count"), "max_amount": values.get("amount")}, option="--window"
+    )
+
+
+def _window_from_file(item: Any, option: str = "--from-file") -> WindowLimit:
+    if not isinstance(item, dict):
+        raise click.BadParameter(
+            f"window {item!r} must be a table with length, max_count, max_amount", param_hint=option
+        )
+    count = item.get("max_count")
+    try:
+        return WindowLimit(
+            seconds=int(_duration(str(item.get("length", ""))).total_seconds()),
+            max_amount=_decimal_option(item.get("max_amount"), option),
+            max_count=int(count) if count is not None else None,
+        )
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint=option) from error
 
 
 def _pattern_list(value: Any, option: str) -> list[str]:

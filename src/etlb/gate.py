@@ -13,6 +13,7 @@ Invariants, each enforced below and tested:
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import logging
 import secrets
@@ -65,6 +66,14 @@ logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+API_KEY_PREFIX = "etlb_"
+
+
+def api_key_hash(api_key: str) -> str:
+    """SHA-256 of an API key in hex. Keys are 256 random bits, so a plain hash cannot be brute-forced."""
+    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
 
 
 def _utc_now() -> datetime:
@@ -253,6 +262,25 @@ class Gate:
             message = f"bearer {bearer.id} has no public key"
             raise DeclarationError(message, hint="pass --key FILE.pub.jwk from etlb keygen")
         return self.store.register_bearer(bearer, time=self._clock(), actor=actor)
+
+    def register_agent(self, agent_id: str, *, actor: str = "administrator") -> str:
+        """Register an agent for the HTTP service and return its new API key, which is shown only once.
+
+        The store keeps the key's SHA-256 only, so a leaked database does not leak usable keys.
+        """
+        if not agent_id or any(character.isspace() for character in agent_id):
+            message = f"agent id {agent_id!r} is invalid: use a non-empty id without spaces"
+            raise DeclarationError(message)
+        api_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        self.store.register_agent(agent_id, api_key_hash(api_key), time=self._clock(), actor=actor)
+        logger.info("event=agent_registered agent=%s", agent_id)
+        return api_key
+
+    def agent_for_api_key(self, api_key: str) -> str | None:
+        """Return the agent an API key belongs to, or None for an unknown key."""
+        if not api_key.startswith(API_KEY_PREFIX):
+            return None
+        return self.store.agent_for_key(api_key_hash(api_key))
 
     def set_bearer_status(self, bearer_id: str, status: BearerStatus, *, actor: str = "administrator") -> LedgerEntry:
         return self.store.set_bearer_status(bearer_id, status, time=self._clock(), actor=actor)

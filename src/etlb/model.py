@@ -33,6 +33,8 @@ __all__ = [
     "ScopeReason",
     "ScopeUsage",
     "ToolCall",
+    "WindowLimit",
+    "describe_seconds",
     "format_time",
     "parse_time",
 ]
@@ -233,16 +235,79 @@ class Bearer:
 
 
 @dataclass(frozen=True, slots=True)
+class WindowLimit:
+    """A rolling-window cap: at most `max_count` executions and `max_amount` in any `seconds` before now."""
+
+    seconds: int
+    max_amount: Decimal | None = None
+    max_count: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.seconds <= 0:
+            message = f"window of {self.seconds} seconds must be positive"
+            raise ValueError(message)
+        if self.max_amount is None and self.max_count is None:
+            message = f"window of {self.seconds} seconds caps nothing: give max_amount, max_count or both"
+            raise ValueError(message)
+        if self.max_count is not None and self.max_count < 0:
+            message = f"window max_count {self.max_count} is negative; use 0 or more"
+            raise ValueError(message)
+        if self.max_amount is not None and (not self.max_amount.is_finite() or self.max_amount < 0):
+            message = f"window max_amount {self.max_amount} must be a finite amount of 0 or more"
+            raise ValueError(message)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seconds": self.seconds,
+            "max_amount": _decimal_text(self.max_amount) if self.max_amount is not None else None,
+            "max_count": self.max_count,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WindowLimit:
+        seconds = data.get("seconds")
+        if not isinstance(seconds, int) or isinstance(seconds, bool):
+            message = f"window seconds {seconds!r} must be an integer"
+            raise ValueError(message)
+        amount = data.get("max_amount")
+        return cls(
+            seconds=seconds,
+            max_amount=None if amount is None else Amount.parse(amount, "x").value,
+            max_count=data.get("max_count"),
+        )
+
+    def describe(self) -> str:
+        return describe_seconds(self.seconds)
+
+
+def describe_seconds(seconds: int) -> str:
+    """Write a window length the way people say it: 24h, 7d, 90m or 45s."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
-    """Limits of a scope. `unit` applies to both amount caps; `None` means no limit of that sort."""
+    """Limits of a scope. `unit` applies to every amount cap; `None` means no limit of that sort."""
 
     max_amount: Decimal | None = None
     max_total: Decimal | None = None
     max_count: int | None = None
     unit: str | None = None
+    windows: tuple[WindowLimit, ...] = ()
+
+    @property
+    def caps_amounts(self) -> bool:
+        return (
+            self.max_amount is not None
+            or self.max_total is not None
+            or any(window.max_amount is not None for window in self.windows)
+        )
 
     def __post_init__(self) -> None:
-        has_amount_cap = self.max_amount is not None or self.max_total is not None
+        has_amount_cap = self.caps_amounts
         if has_amount_cap and not self.unit:
             message = "an amount cap needs a unit: set limits.unit, for example EUR"
             raise ValueError(message)
@@ -256,12 +321,16 @@ class Limits:
                 raise ValueError(message)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "max_amount": _decimal_text(self.max_amount) if self.max_amount is not None else None,
             "max_total": _decimal_text(self.max_total) if self.max_total is not None else None,
             "max_count": self.max_count,
             "unit": self.unit,
         }
+        # Written only when present, so that scopes without windows keep the payload they always had.
+        if self.windows:
+            data["windows"] = [window.to_json() for window in self.windows]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Limits:
@@ -269,11 +338,16 @@ class Limits:
             value = data.get(name)
             return None if value is None else Amount.parse(value, "x").value
 
+        windows = data.get("windows", [])
+        if not isinstance(windows, list):
+            message = f"limits.windows must be a list, got {type(windows).__name__}"
+            raise ValueError(message)
         return cls(
             max_amount=decimal_or_none("max_amount"),
             max_total=decimal_or_none("max_total"),
             max_count=data.get("max_count"),
             unit=data.get("unit"),
+            windows=tuple(WindowLimit.from_json(window) for window in windows),
         )
 
 
@@ -301,10 +375,15 @@ class Scope:
 
 @dataclass(frozen=True, slots=True)
 class ScopeUsage:
-    """Budget a scope has used so far: bindings made and the amount they reserved."""
+    """Budget a scope has used: bindings made and the amount they reserved, in total and per window.
+
+    `windows` holds (count, amount) for each of the scope's rolling windows, in the order of
+    `Limits.windows`, counted over the window that ends at the decision's time.
+    """
 
     count: int = 0
     amount: Decimal = Decimal(0)
+    windows: tuple[tuple[int, Decimal], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

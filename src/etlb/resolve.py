@@ -3,7 +3,7 @@
 Invariants, each enforced below:
 - A scope covers an action only if its signature verified against a key registered to its bearer,
   the bearer is active, the scope is not revoked, the time is inside its window, and its agent,
-  resource, unit, per-action cap, total cap and count all admit the action.
+  resource, unit, per-action cap, total cap, count and rolling windows all admit the action.
 - Covering scopes are ordered by specificity: an exact kind before a pattern, then the longer literal
   kind prefix, the same two for the resource, an exact agent before a pattern, then the earliest
   `valid_until`, then the lowest scope id. The order is total, so resolution is deterministic.
@@ -23,6 +23,7 @@ from etlb.model import (
     Amount,
     Bearer,
     BearerStatus,
+    Limits,
     ReasonCode,
     Scope,
     ScopeReason,
@@ -87,8 +88,7 @@ def resolve(action: Action, candidates: Iterable[Candidate], *, now: datetime) -
 
 def reservation_for(scope: Scope, action: Action) -> Amount | None:
     """Return the amount a binding under `scope` reserves: the action's amount when the scope caps amounts."""
-    limits = scope.limits
-    if action.amount is None or (limits.max_amount is None and limits.max_total is None):
+    if action.amount is None or not scope.limits.caps_amounts:
         return None
     return action.amount
 
@@ -139,7 +139,7 @@ def _first_failure(candidate: Candidate, action: Action, now: datetime) -> tuple
             f"resource {action.resource} is not covered by {_listing(scope.resources)}",
         )
 
-    has_amount_cap = limits.max_amount is not None or limits.max_total is not None
+    has_amount_cap = limits.caps_amounts
     if has_amount_cap and action.amount is None:
         return ReasonCode.UNIT_MISMATCH, f"scope caps amounts in {limits.unit}, but the action has no amount"
     if has_amount_cap and action.amount is not None and action.amount.unit != limits.unit:
@@ -163,6 +163,26 @@ def _first_failure(candidate: Candidate, action: Action, now: datetime) -> tuple
         )
     if limits.max_count is not None and candidate.usage.count >= limits.max_count:
         return ReasonCode.COUNT_EXHAUSTED, f"all {limits.max_count} executions of the scope are used"
+    return _window_failure(limits, candidate.usage, value)
+
+
+def _window_failure(limits: Limits, usage: ScopeUsage, value: Decimal) -> tuple[ReasonCode, str] | None:
+    """Check every rolling window; a missing usage entry counts as exhausted, never as free."""
+    for index, window in enumerate(limits.windows):
+        if index >= len(usage.windows):
+            return ReasonCode.WINDOW_EXHAUSTED, f"usage in the last {window.describe()} is unknown"
+
+        count, amount = usage.windows[index]
+        span = window.describe()
+        if window.max_count is not None and count >= window.max_count:
+            return ReasonCode.WINDOW_EXHAUSTED, f"all {window.max_count} executions in the last {span} are used"
+        if window.max_amount is not None and amount + value > window.max_amount:
+            left = window.max_amount - amount
+            return (
+                ReasonCode.WINDOW_EXHAUSTED,
+                f"{_number(left)} {limits.unit} left of {_number(window.max_amount)} {limits.unit} "
+                f"in the last {span}, below {_number(value)} {limits.unit}",
+            )
     return None
 
 

@@ -152,6 +152,9 @@ def verify_checkpoint(note: str, verifier: NoteVerifier) -> Checkpoint:
             raise CheckpointError(message) from error
         if name != verifier.name or blob[:4] != verifier.key_hash:
             continue
+        if base64.b64encode(blob).decode("ascii") != encoded:
+            message = f"checkpoint signature by {name} is not in canonical base64"
+            raise CheckpointError(message)
         try:
             verifier.public_key.verify(blob[4:], text.encode("utf-8"))
         except InvalidSignature as error:
@@ -172,7 +175,7 @@ def _parse_body(text: str, note: str) -> Checkpoint:
         raise CheckpointError(message)
 
     origin, size_text, root_text, *extensions = lines
-    if not size_text.isdigit() or (len(size_text) > 1 and size_text.startswith("0")):
+    if not (size_text.isascii() and size_text.isdigit()) or (len(size_text) > 1 and size_text.startswith("0")):
         message = f"checkpoint tree size {size_text!r} is not a decimal number without leading zeros"
         raise CheckpointError(message)
     try:

@@ -112,6 +112,9 @@ def verify_receipt(receipt: Any, verifier: NoteVerifier) -> ReceiptSummary:
         raise ReceiptError("checkpoint", error.message) from error
 
     records = _field(receipt, "records", dict)
+    # A renamed or dropped `outcome` key would otherwise read as a receipt made before the outcome.
+    if sorted(records) != sorted(_PARTS):
+        raise ReceiptError("records", f"has the parts {sorted(records)}; expected exactly {sorted(_PARTS)}")
     parsed = {part: _verified_record(records, part, checkpoint.size, checkpoint.root) for part in _PARTS}
 
     bearer, public_jwk = _check_bearer(receipt, parsed["bearer"])
@@ -160,6 +163,10 @@ def _verified_record(records: dict[str, Any], part: str, size: int, root: bytes)
         proof = [base64.b64decode(item, validate=True) for item in proof_text]
     except (TypeError, ValueError, binascii.Error) as error:
         raise ReceiptError(f"{where}.inclusion_proof", "is not a list of base64 hashes") from error
+    # The last base64 character can carry unused bits; only the canonical text is accepted, so that
+    # each proof has exactly one receipt text.
+    if any(base64.b64encode(item).decode("ascii") != text for item, text in zip(proof, proof_text, strict=True)):
+        raise ReceiptError(f"{where}.inclusion_proof", "has a hash that is not in canonical base64")
 
     data = text.encode("utf-8")
     if not merkle.verify_inclusion(merkle.leaf_hash(data), index, size, proof, root):
@@ -190,6 +197,8 @@ def _check_bearer(receipt: dict[str, Any], record: dict[str, Any] | None) -> tup
         raise ReceiptError("bearer", "does not match the bearer and key registered in records.bearer")
     if public_jwk != claimed.get("public_jwk") or key_id(public_jwk) != claimed["key_id"]:
         raise ReceiptError("bearer.public_jwk", "differs from the key registered in records.bearer")
+    if claimed.get("name") != registered["name"]:
+        raise ReceiptError("bearer.name", "differs from the name registered in records.bearer")
     return registered, public_jwk
 
 
@@ -229,8 +238,10 @@ def _check_binding(
 
     data = record["data"]
     action = data["action"]
-    if data["binding_id"] != receipt.get("binding_id") or action["digest"] != receipt.get("action_digest"):
+    if data["binding_id"] != receipt.get("binding_id"):
         raise ReceiptError("binding_id", "does not match records.binding")
+    if action["digest"] != receipt.get("action_digest"):
+        raise ReceiptError("action_digest", "does not match the action in records.binding")
     if data["scope_id"] != receipt["scope"]["scope_id"] or data["bearer"] != receipt["bearer"]["id"]:
         raise ReceiptError("records.binding", "names another scope or bearer than the receipt")
 

@@ -47,6 +47,7 @@ GENESIS_CHAIN_HASH = bytes(32)
 class RecordType(enum.StrEnum):
     BEARER_REGISTERED = "bearer.registered"
     BEARER_STATUS = "bearer.status"
+    AGENT_REGISTERED = "agent.registered"
     SCOPE_DECLARED = "scope.declared"
     SCOPE_REVOKED = "scope.revoked"
     BINDING = "binding"

@@ -18,6 +18,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -61,6 +62,7 @@ class _ScopeReplay:
     revoked: bool = False
     count: int = 0
     amount: Decimal = Decimal(0)
+    history: list[tuple[datetime, Decimal]] = field(default_factory=list)
 
 
 def verify_ledger(
@@ -240,6 +242,10 @@ def _replay(
         keys[bearer["id"]] = {key["key_id"]: key["jwk"] for key in bearer["keys"]}
         bearer_status[bearer["id"]] = bearer["status"]
 
+    elif record_type is RecordType.AGENT_REGISTERED:
+        # Agent registrations name no key material and constrain no later record.
+        pass
+
     elif record_type is RecordType.BEARER_STATUS:
         if data["bearer_id"] not in bearer_status:
             raise _ReplayError(f"status change for bearer {data['bearer_id']}, who was never registered")
@@ -279,7 +285,7 @@ def _replay(
 
 
 def _replay_binding(
-    data: dict[str, Any], time: Any, bearer_status: dict[str, str], scopes: dict[str, _ScopeReplay]
+    data: dict[str, Any], time: datetime, bearer_status: dict[str, str], scopes: dict[str, _ScopeReplay]
 ) -> None:
     binding_id = data["binding_id"]
     replay = scopes.get(data["scope_id"])
@@ -318,3 +324,15 @@ def _replay_binding(
         raise _ReplayError(f"binding {binding_id} reserved {value}, above the per-action cap of scope {scope.id}")
     if limits.max_total is not None and replay.amount > limits.max_total:
         raise _ReplayError(f"binding {binding_id} brings scope {scope.id} to {replay.amount}, above its total cap")
+
+    earlier = list(replay.history)
+    replay.history.append((time, value))
+    for window in limits.windows:
+        since = time - timedelta(seconds=window.seconds)
+        inside = [amount for moment, amount in earlier if moment > since]
+        if window.max_count is not None and len(inside) + 1 > window.max_count:
+            message = f"binding {binding_id} is execution {len(inside) + 1} of scope {scope.id} in {window.describe()}"
+            raise _ReplayError(f"{message}, max {window.max_count}")
+        if window.max_amount is not None and sum(inside, Decimal(0)) + value > window.max_amount:
+            message = f"binding {binding_id} brings scope {scope.id} above its {window.describe()} amount cap"
+            raise _ReplayError(message)

@@ -21,7 +21,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,7 @@ _PARAMETER_CHUNK = 500
 _INSERT_ONLY_TABLES: dict[int, tuple[str, ...]] = {
     1: ("ledger", "bindings", "redemptions", "outcomes", "revocations", "scopes", "scope_kinds"),
     2: ("merkle_nodes", "checkpoints", "ledger_index"),
+    3: ("agents",),
 }
 
 _MIGRATIONS: tuple[str, ...] = (
@@ -177,6 +178,16 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX ledger_index_by_scope ON ledger_index(scope_id);
     CREATE INDEX ledger_index_by_digest ON ledger_index(action_digest);
     CREATE INDEX ledger_index_by_binding ON ledger_index(binding_id);
+    """,
+    """
+    -- Rolling windows count the bindings of a scope since a time.
+    CREATE INDEX bindings_by_scope_time ON bindings(scope_id, time);
+    -- Agents that authenticate with an API key; only the key's SHA-256 is stored.
+    CREATE TABLE agents (
+        id TEXT PRIMARY KEY,
+        key_hash TEXT NOT NULL UNIQUE,
+        registered_seq INTEGER NOT NULL
+    );
     """,
 )
 
@@ -539,6 +550,26 @@ class SQLiteStore:
         )
         return Bearer(id=row[0], name=row[1], keys=keys, status=BearerStatus(row[2]), attributes=json.loads(row[3]))
 
+    # Agents
+
+    def register_agent(self, agent_id: str, key_hash: str, *, time: datetime, actor: str) -> LedgerEntry:
+        """Register an agent with the SHA-256 of its API key; the key itself is never stored or recorded."""
+        with self._write() as connection:
+            if connection.execute("SELECT 1 FROM agents WHERE id = ?", (agent_id,)).fetchone():
+                message = f"agent {agent_id} is already registered"
+                raise DeclarationError(message, hint="choose another agent id")
+            entry = self._append(connection, RecordType.AGENT_REGISTERED, time, {"agent_id": agent_id, "actor": actor})
+            connection.execute(
+                "INSERT INTO agents (id, key_hash, registered_seq) VALUES (?, ?, ?)",
+                (agent_id, key_hash, entry.sequence),
+            )
+        return entry
+
+    def agent_for_key(self, key_hash: str) -> str | None:
+        with self._read() as connection:
+            row = connection.execute("SELECT id FROM agents WHERE key_hash = ?", (key_hash,)).fetchone()
+        return None if row is None else str(row[0])
+
     # Scopes
 
     def add_scope(self, scope: Scope, *, time: datetime) -> LedgerEntry:
@@ -592,7 +623,10 @@ class SQLiteStore:
             rows = connection.execute("SELECT scope_id, count, amount FROM scope_usage").fetchall()
         return {row[0]: ScopeUsage(int(row[1]), Decimal(row[2])) for row in rows}
 
-    def _load_scope_state(self, connection: sqlite3.Connection, scope_id: str) -> ScopeState | None:
+    def _load_scope_state(
+        self, connection: sqlite3.Connection, scope_id: str, *, now: datetime | None = None
+    ) -> ScopeState | None:
+        """Load a scope with its usage; with `now`, also its usage in each rolling window ending then."""
         row = connection.execute("SELECT jws, key_id, bearer_id FROM scopes WHERE id = ?", (scope_id,)).fetchone()
         if row is None:
             return None
@@ -603,12 +637,27 @@ class SQLiteStore:
         revoked = connection.execute("SELECT 1 FROM revocations WHERE scope_id = ?", (scope_id,)).fetchone()
         usage_row = connection.execute("SELECT count, amount FROM scope_usage WHERE scope_id = ?", (scope_id,))
         usage = usage_row.fetchone()
+        windows = self._window_usage(connection, scope, now) if now is not None else ()
         return ScopeState(
             scope=scope,
             bearer=bearer,
             revoked=revoked is not None,
-            usage=ScopeUsage(int(usage[0]), Decimal(usage[1])) if usage else ScopeUsage(),
+            usage=ScopeUsage(int(usage[0]), Decimal(usage[1]), windows) if usage else ScopeUsage(windows=windows),
         )
+
+    def _window_usage(
+        self, connection: sqlite3.Connection, scope: Scope, now: datetime
+    ) -> tuple[tuple[int, Decimal], ...]:
+        usage = []
+        for window in scope.limits.windows:
+            # A binding exactly `seconds` old has left the window; times are stored in one sortable format.
+            since = format_time(now - timedelta(seconds=window.seconds))
+            rows = connection.execute(
+                "SELECT reserved_amount FROM bindings WHERE scope_id = ? AND time > ?", (scope.id, since)
+            ).fetchall()
+            amount = sum((Decimal(json.loads(row[0])["value"]) for row in rows if row[0]), Decimal(0))
+            usage.append((len(rows), amount))
+        return tuple(usage)
 
     def _candidate_scope_ids(self, connection: sqlite3.Connection, kind: str) -> list[str]:
         """Find scopes whose kind pattern could match `kind` through the prefix index, not a scan.
@@ -638,7 +687,7 @@ class SQLiteStore:
             states = [
                 state
                 for scope_id in self._candidate_scope_ids(connection, action.kind)
-                if (state := self._load_scope_state(connection, scope_id)) is not None
+                if (state := self._load_scope_state(connection, scope_id, now=time)) is not None
             ]
             resolution = judge(states)
 
@@ -796,13 +845,9 @@ def _forbid_changes(connection: sqlite3.Connection, table: str) -> None:
 
 
 def _split_statements(script: str) -> list[str]:
-    statements: list[str] = []
-    for statement in script.split(";"):
-        lines = [line for line in statement.splitlines() if not line.strip().startswith("--")]
-        text = "\n".join(lines).strip()
-        if text:
-            statements.append(text)
-    return statements
+    """Split a migration into statements; comment lines go first, so a ';' in a comment is harmless."""
+    code = "\n".join(line for line in script.splitlines() if not line.strip().startswith("--"))
+    return [statement.strip() for statement in code.split(";") if statement.strip()]
 
 
 def _new_id(prefix: str) -> str:
