@@ -1,8 +1,8 @@
 """Records and helpers shared by the shell analyser's program classifiers.
 
-A classifier receives an `Invocation` (the program name and its expanded argument words) and returns
-a list of outcomes: a `Verdict` for the program itself, a `Delegate` for a command that a wrapper such
-as `sudo` or `find -exec` runs, and a `Script` for text that `bash -c` or `eval` parses again.
+A classifier receives an `Invocation`, which is the program name and its expanded argument words. It
+returns a list of outcomes. A `Verdict` classifies the program itself, a `Delegate` is a command that
+a wrapper such as `sudo` or `find -exec` runs, and a `Script` is text that `bash -c` or `eval` runs.
 """
 
 from __future__ import annotations
@@ -117,16 +117,16 @@ class Options:
         return [*self.flags, *(name for name, _ in self.values)]
 
 
-def matches_option(given: str, known: str) -> bool:
-    """Return whether option `given` selects `known`.
+def matches_option(written: str, known: str) -> bool:
+    """Return whether the option `written` on the command line selects the option `known`.
 
     GNU getopt_long and git's parse-options accept any unambiguous prefix of a long option, so
     `--out` selects `--output`. Every prefix counts here, even an ambiguous one, which can only add
     matches.
     """
-    if given == known:
+    if written == known:
         return True
-    return given.startswith("--") and len(given) > 2 and known.startswith("--") and known.startswith(given)
+    return written.startswith("--") and len(written) > 2 and known.startswith("--") and known.startswith(written)
 
 
 def getopt(
@@ -241,7 +241,12 @@ def path_resources(
 
 
 def tree(path: str) -> str:
-    """Name the tree at `path`: the path itself and everything under it."""
+    """Name the tree at `path`: the path itself and everything under it.
+
+    NOTE: `etlb.patterns.glob_match` reads the `**` of such a value as two literal characters, so a
+    scope pattern `path:/a/*` matches the value `path:/a/**`. The resolver must compare a tree value
+    with a pattern as a tree before relying on these resources.
+    """
     return path.rstrip("/") + "/**"
 
 

@@ -1,14 +1,14 @@
-"""The program table of the shell analyser: which programs only read, which write which paths, and
-which run another command.
+"""Program table of the shell analyser: read-only programs, programs that write the paths they are
+given, and wrappers that run another command.
 
-`classify` is the entry point. A program is reversible only when it is in `_READ_ONLY` (or a
-classifier below proves its arguments read-only); every other program, including any name this
-module does not know, is irreversible. Wrappers (`sudo`, `env`, `timeout`, `xargs`, `find -exec`, …)
-return a `Delegate` for the command they run, and `bash -c`, `sh -c`, `eval` and `trap` return a
-`Script` that the analyser parses again.
+`classify` is the entry point. A program is reversible only when it is in `_READ_ONLY`, or when a
+classifier below finds that its arguments keep it read-only. Every other program is irreversible,
+including any name this module does not list. Wrappers (`sudo`, `env`, `timeout`, `xargs`,
+`find -exec`, …) return a `Delegate` for the command they run, and `bash -c`, `sh -c`, `eval` and
+`trap` return a `Script` that the analyser parses again.
 
 Paths in resources: `path:<p>` names one file or directory, and `path:<p>/**` names the tree at `<p>`
-(the path itself and everything under it). A tree is named when a flag says the command works on whole
+(the path itself and everything under it). A tree is named when a flag makes the command work on whole
 trees (`rm -r`, `chmod -R`, `rmdir /s`, a find starting point), and for every operand that may be a
 directory whose contents change: the operands of `mv`, `move`, `ren` and `del`, and the destination of
 `cp`, `copy`, `ln` and `install`. The analyser cannot look at the disk to tell a file from a directory,
@@ -128,7 +128,7 @@ def classify_by_path(invocation: Invocation) -> Verdict:
 
 @dataclass(frozen=True, slots=True)
 class _ReadOnlySpec:
-    """How a read-only program takes its arguments.
+    """Argument rules of a read-only program.
 
     `operands` is "paths" (every operand is a file read), "none", or "pattern" (the first operand is a
     pattern or filter and the rest are files, unless `-e` or `-f` gives the pattern). `writing` lists
@@ -240,7 +240,10 @@ def _read_only_program(invocation: Invocation, spec: _ReadOnlySpec) -> Verdict:
 
     writing = next((name for name in flags for option in spec.writing if matches_option(name, option)), None)
     if writing is not None:
-        return writer(invocation, f"{invocation.program} {writing} writes a file or runs a program", flags=flags)
+        written = [value for name, value in options.values if name == writing]
+        files, failure = path_resources(invocation, written)
+        reason = f"{invocation.program} {writing} writes a file or runs a program"
+        return writer(invocation, reason, resources=files, flags=flags, opaque_reason=failure)
 
     operands = list(options.operands)
     if invocation.program == "date" and any(
@@ -685,7 +688,7 @@ def _find_options(words: list[Word]) -> tuple[list[str], int]:
 
 @dataclass(slots=True)
 class _FindExpression:
-    """What a find expression does besides printing: commands it runs, files it writes, -delete."""
+    """Effects of a find expression besides printing: the commands it runs, files it writes, -delete."""
 
     flags: list[str]
     commands: list[tuple[str, list[Word]]] = field(default_factory=list)

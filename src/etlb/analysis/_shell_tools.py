@@ -1,9 +1,9 @@
 """Classifiers for programs with subcommands and network clients: git, OpenTofu and Terraform,
 kubectl, docker and podman, curl and wget.
 
-Each classifier names the subcommands it knows to be read-only and the options that would make them
-write; every other subcommand, and every option it does not recognise before the subcommand, is
-irreversible. Resources:
+Each classifier lists the subcommands that are read-only and the options that would make them write.
+Every other subcommand is irreversible, and so is any subcommand after an option the classifier does
+not recognise. Resources:
 
 - git names the working tree as `path:<dir>/**`, where `<dir>` is `-C`, `--work-tree` or the working
   directory, and each pathspec as the tree `path:<pathspec>/**`. `git push` names each destination ref as
@@ -11,6 +11,7 @@ irreversible. Resources:
   `refs/tags/v1` written in full.
 - OpenTofu and Terraform name the root module directory as `path:<dir>`.
 - curl and wget name each URL as `url:<url>` and each file they write as `path:`.
+- kubectl and docker name no resources, because their objects are not files.
 """
 
 from __future__ import annotations
@@ -255,6 +256,8 @@ class _Git:
         return self.writer(reason)
 
     def _worktree_resources(self) -> tuple[list[str], str | None]:
+        # NOTE: the repository root can be an ancestor of the working directory, which only the disk
+        # shows. A command run in a subdirectory then changes more than the tree named here.
         if self.worktree is None:
             return [], "opaque target: the repository directory cannot be resolved"
         return [f"path:{tree(self.worktree)}"], None
@@ -388,7 +391,9 @@ def _push(git: _Git) -> Verdict:
 
     repository = options.value_of("--repo")
     operands = list(options.operands)
-    remote_word = repository if repository is not None else (operands.pop(0) if operands else None)
+    remote_word = repository
+    if remote_word is None and operands:
+        remote_word = operands.pop(0)
     if remote_word is None:
         return _push_writer(invocation, flags, [], "opaque target: git push without a remote uses configured defaults")
     if remote_word.value is None:

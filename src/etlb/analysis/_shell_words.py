@@ -18,8 +18,8 @@ because the analyser reads nothing from disk.
 Windows forms: a path with a drive letter (`D:\\dir` or `D:/dir`) is a Windows path wherever it
 appears. Its backslashes become `/` and the drive letter is upper-cased, so `"D:\\AI Projects\\x"` is
 `D:/AI Projects/x`. When the working directory itself has a drive letter, the command is read the way
-cmd.exe reads it: a backslash is a path separator rather than an escape, double quotes only group,
-`%VAR%` is unknown, and relative paths resolve against that directory.
+cmd.exe reads it. A backslash is then a path separator rather than an escape, double quotes only
+group, `%VAR%` is unknown, and relative paths resolve against that directory.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ _UNKNOWN_NODE_REASONS = {
 class Word:
     """One argument as the program receives it.
 
-    `value` is None when the analyser cannot know it, and `reason` then says why. `find_roots` is
+    `value` is None when the analyser cannot know it, and `reason` then gives the cause. `find_roots` is
     set only for the `{}` that find's `-exec` replaces with each file found: it contains the find
     starting points whose trees the placeholder ranges over.
     """
@@ -108,9 +108,9 @@ def evaluate_word(node: Node, source: bytes, context: WordContext) -> Word:
     return Word(text=text, value=value)
 
 
-# A segment is a run of characters with its origin: "literal" (unquoted source text, subject to
-# tilde, brace and glob expansion), "quoted" (never expanded) or "expanded" (a variable's value,
-# subject to word splitting and globbing but not to tilde or brace expansion).
+# A segment is a run of characters with its origin. "literal" is unquoted source text, which tilde,
+# brace and glob expansion apply to. "quoted" text is never expanded. "expanded" is a variable's
+# value, which word splitting and globbing apply to, but not tilde or brace expansion.
 _Segment = tuple[str, str]
 
 

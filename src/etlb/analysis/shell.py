@@ -8,11 +8,12 @@ input it cannot parse with ERROR nodes, which this module turns into an `opaque_
 
 Invariants, each enforced below:
 
-- Every simple command in the input becomes at least one `CommandPart`, including commands inside
+- Every simple command in the input becomes at least one `CommandPart`. That includes commands in
   pipelines, lists, subshells, brace groups, control flow, function bodies, command and process
-  substitutions, here-documents, `bash -c '…'`, `sh -c '…'`, `eval`, `trap`, `find -exec`, `xargs`
-  and the wrappers `sudo`, `env`, `nohup`, `timeout`, `nice`, `command`, `exec` and others. A final
-  pass analyses any command node the walk did not reach, with an unknown working directory.
+  substitutions and here-documents. It also includes commands run by `bash -c '…'`, `sh -c '…'`,
+  `eval`, `trap`, `find -exec`, `xargs` and wrappers such as `sudo`, `env`, `nohup`, `timeout`,
+  `nice`, `command` and `exec`. A final pass analyses any command node the walk did not reach, with
+  an unknown working directory.
 - A part is reversible only when its program is in the read-only table of `_shell_programs` and its
   arguments keep it read-only. Unknown programs are irreversible.
 - A part whose words cannot all be expanded (command substitution, unknown variables, unquoted globs,
@@ -188,7 +189,7 @@ class _State:
     tainted_by: str | None
 
     def merge(self, other: _State) -> _State:
-        """Return the state that holds whichever of the two actually happened."""
+        """Return the state that is true whichever of the two actually happened."""
         variables = {name: value for name, value in self.variables.items() if other.variables.get(name) == value}
         if self.exported is None or other.exported is None:
             exported = None
@@ -232,12 +233,17 @@ class _Analyser:
     def analyse_text(self, text: str, state: _State, *, depth: int) -> _Flow:
         """Parse one command line or script string and walk its syntax tree."""
         self._check_depth(depth, text)
-        source = text.encode("utf-8", errors="strict")
+        try:
+            source = text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            message = f"shell command contains a character that is not valid UTF-8 at index {error.start}"
+            raise ShellAnalysisError(message, OPAQUE_TARGET, hint="remove unpaired surrogate characters") from error
+
         tree = Parser(_LANGUAGE).parse(source)
         root = tree.root_node
         if root.has_error:
-            error = _first_error(root)
-            where = f" at byte {error.start_byte}" if error is not None else ""
+            error_node = _first_error(root)
+            where = f" at byte {error_node.start_byte}" if error_node is not None else ""
             message = f"shell command could not be parsed as bash{where}: {text[:200]!r}"
             raise ShellAnalysisError(message, OPAQUE_TARGET, hint="rewrite the command in plain bash syntax")
 
@@ -671,12 +677,11 @@ class _TreeWalk:
                 self.check_arithmetic(name_node, state, node)
             values = _assignment_values(assignment)
             word = evaluate_word(values[0], self.source, context) if len(values) == 1 else None
-            if (
-                word is not None
-                and word.value is not None
-                and name_node is not None
-                and name_node.type == "variable_name"
-            ):
+            # `NAME+=value` appends, and a subscripted name sets one array element, so neither
+            # leaves a value the analyser tracks.
+            appends = any(child.type == "+=" for child in assignment.children)
+            plain = name_node is not None and name_node.type == "variable_name" and not appends
+            if plain and word is not None and word.value is not None:
                 variables[name] = word.value
             else:
                 variables.pop(name, None)
@@ -720,6 +725,9 @@ class _TreeWalk:
 
         after = self.assignments(node, state, depth, keyword=keyword, export=export)
         bare_names = [node_text(child, self.source) for child in node.named_children if child.type == "variable_name"]
+        # `local NAME` unsets the name inside a function, so its value is no longer known.
+        known = {name: value for name, value in after.variables.items() if name not in bare_names}
+        after = replace(after, variables=known)
         if export and bare_names and after.exported is not None:
             after = replace(after, exported=after.exported | set(bare_names))
             risky = next((name for name in bare_names if not is_harmless_variable(name)), None)
@@ -763,6 +771,12 @@ class _TreeWalk:
         """
         context = self.word_context(state)
         for expression in _descendants(node):
+            operator = expression.child_by_field_name("operator")
+            if expression.type == "unary_expression" and operator is not None:
+                # `-v name[index]` evaluates the index as arithmetic.
+                operand_text = node_text(expression, self.source)
+                if node_text(operator, self.source) == "-v" and "[" in operand_text:
+                    return f"opaque target: array index in {operand_text!r}, whose value could run commands"
             if expression.type != "binary_expression":
                 continue
             operator = expression.child_by_field_name("operator")
@@ -774,8 +788,8 @@ class _TreeWalk:
                     continue
                 value = evaluate_word(operand, self.source, context).value
                 if value is None or not _INTEGER.match(value.strip()):
-                    shown = node_text(operand, self.source)
-                    return f"opaque target: arithmetic comparison of {shown!r}, whose value could run commands"
+                    operand_text = node_text(operand, self.source)
+                    return f"opaque target: arithmetic comparison of {operand_text!r}, whose value could run commands"
         return None
 
     def arithmetic_command(self, node: Node, state: _State, depth: int) -> _State:
@@ -844,7 +858,7 @@ class _TreeWalk:
         return assigned
 
     def control_flow(self, node: Node, state: _State, depth: int) -> _State:
-        """Walk every branch and loop body from a state that forgets what the construct may change.
+        """Walk every branch and loop body from a state without what the construct may change.
 
         Branches may or may not run and loop bodies may run many times, so the working directory
         and any variable the construct assigns are unknown inside it and after it.

@@ -199,7 +199,7 @@ class StatementPart:
     """One SQL statement and its classification.
 
     `kind` is `sql.<statement>`, such as `sql.select`, `sql.delete`, `sql.ddl.drop` or `sql.grant`.
-    `resources` are `db:<database>/<table>` strings. `reason` says why the statement is irreversible
+    `resources` are `db:<database>/<table>` strings. `reason` gives the cause when the statement is irreversible
     and is None for a read-only statement. `text` is the statement's source without its `;`.
     """
 
@@ -286,7 +286,7 @@ class _SqlAnalyser:
 
     def _parse(self, tokens: list[Token], text: str, number: int) -> exp.Expression:
         try:
-            expressions = self.dialect.parser().parse(tokens, text)
+            expressions = self.dialect.parser().parse(tokens, self.sql)
         except ParseError as error:
             message = f"SQL statement {number} could not be parsed: {text[:200]!r}"
             raise SqlAnalysisError(
