@@ -39,19 +39,48 @@ trusted = true
 tool = "execute_sql"
 server = "db"
 kind = "db.sql.execute"
-resource = "db:{database}"
+analyser = "sql"
+command = "{sql}"
+database = "{database}"
 
 [[rules]]
 server = "supabase"
 tool = "execute_sql"
 kind = "db.sql.execute"
-resource = "db:{project_id}"
+analyser = "sql"
+command = "{query}"
+database = "{project_id}"
 
 [[rules]]
 server = "postgres"
 tool = "query"
 kind = "db.sql.execute"
-resource = "db:postgres"
+analyser = "sql"
+command = "{sql}"
+database = "postgres"
+
+[[rules]]
+server = "filesystem"
+tool = "edit_file"
+kind = "fs.edit.preview"
+consequence = "reversible"
+arguments = { dryRun = true }
+
+[[rules]]
+tool = "Bash"
+kind = "shell.exec"
+analyser = "shell"
+command = "{command}"
+cwd = "CASE_CWD"
+home = "/home/user-a"
+
+[[rules]]
+tool = "run_*"
+kind = "shell.exec"
+analyser = "shell"
+command = "{command}"
+cwd = "CASE_CWD"
+home = "/home/user-a"
 
 [[rules]]
 tool = "send_message"
@@ -109,15 +138,23 @@ class Case:
     server: str | None
     scopes: list[ScopeSpec]
     gap: str | None = None
+    cwd: str = "/srv/repo-a"
 
 
-# Scenario scopes written `shell:<program> <subcommand>` become kinds `shell.<program>.<subcommand>`, and
-# `effects: ["read"]` becomes a read kind. Until the shell and SQL analysers exist, a shell or SQL tool is
-# one irreversible kind that no such scope covers, which is the refusal these scenarios expect.
+# Scenario scopes written `shell:<program> <subcommand>` become kinds `shell.<program>.<subcommand>`,
+# resources `path:…/**` stay trees, and SQL `effects` become statement kinds (`read` is `sql.select`,
+# `write` the data-changing statements, `ddl` the schema statements). Shell and SQL tools are
+# classified by the analysers, so each simple command or statement must be covered.
 CASES: dict[str, Case] = {
-    "A1-drop-prod-no-scope": Case("execute_sql", "db", [ScopeSpec("bearer-a", ["db.sql.execute"], ["db:dev"])]),
+    "A1-drop-prod-no-scope": Case(
+        "execute_sql",
+        "db",
+        [ScopeSpec("bearer-a", ["sql.insert", "sql.update", "sql.delete", "sql.ddl.*"], ["db:dev/*"])],
+    ),
     "A1-freeze-revoked": Case(
-        "execute_sql", "db", [ScopeSpec("bearer-a", ["db.sql.execute"], ["db:prod"], revoked=True)]
+        "execute_sql",
+        "db",
+        [ScopeSpec("bearer-a", ["sql.insert", "sql.update", "sql.delete"], ["db:prod/*"], revoked=True)],
     ),
     "A2-rm-outside-allowlist": Case(
         "Bash",
@@ -129,12 +166,13 @@ CASES: dict[str, Case] = {
                 ["path:/home/user-a/src/project-a/**"],
             )
         ],
+        cwd="/home/user-a/src/project-a",
     ),
     "A3-chained-git-clean": Case(
         "Bash", None, [ScopeSpec("bearer-a", ["shell.git.fetch", "shell.git.pull"], ["path:/srv/repo-a/**"])]
     ),
     "A3-cursor-cd-prefix": Case(
-        "run_terminal_cmd", None, [ScopeSpec("bearer-a", ["shell.cd"], ["path:/srv/infra-a/**"])]
+        "run_terminal_cmd", None, [ScopeSpec("bearer-a", ["shell.cd"], ["path:/srv/infra-a/**"])], cwd="/srv/infra-a"
     ),
     "A5-reset-hard": Case(
         "run_shell_command", None, [ScopeSpec("bearer-a", ["shell.rm", "shell.git.rm"], ["path:/srv/repo-a/impl/**"])]
@@ -143,16 +181,18 @@ CASES: dict[str, Case] = {
         "run_shell_command",
         None,
         [ScopeSpec("bearer-b", ["shell.git.push"], ["git-ref:origin/feature/*"])],
-        gap="needs the shell analyser to classify git push by its ref",
     ),
     "A6-quoted-path": Case(
         "run_command",
         None,
         [ScopeSpec("bearer-a", ["shell.rmdir"], ["path:D:/AI Projects/app-a/.vite/**"])],
-        gap="needs the shell analyser to resolve the quoted path",
+        cwd="D:/AI Projects/app-a",
     ),
     "A6-move-outside-scope": Case(
-        "run_shell_command", None, [ScopeSpec("bearer-a", ["shell.move"], ["path:C:/srv/folder-a/**"])]
+        "run_shell_command",
+        None,
+        [ScopeSpec("bearer-a", ["shell.move"], ["path:C:/srv/folder-a/**"])],
+        cwd="C:/srv/folder-a",
     ),
     "A7-use-aws-delete-user": Case("use_aws", None, []),
     "A8-github-pr-no-scope": Case(
@@ -205,9 +245,7 @@ CASES: dict[str, Case] = {
     "A15-no-annotations-bound": Case(
         "kintone-delete-records", None, [ScopeSpec("bearer-b", ["kintone.records.delete"], ["kintone-app:12"])]
     ),
-    "A15-readonly-sql-select": Case(
-        "query", "postgres", [], gap="needs the SQL analyser to prove a single SELECT read-only"
-    ),
+    "A15-readonly-sql-select": Case("query", "postgres", []),
     "B-stripe-refund-over-limit": Case(
         "create_refund",
         "stripe",
@@ -225,9 +263,7 @@ CASES: dict[str, Case] = {
     ),
     "B-github-read-pass": Case("get_file_contents", "github", []),
     "B-unknown-tool": Case("purge_cache", "acme-cdn", []),
-    "B-fs-edit-dryrun-pass": Case(
-        "edit_file", "filesystem", [], gap="needs argument-aware rules (dryRun: true is reversible)"
-    ),
+    "B-fs-edit-dryrun-pass": Case("edit_file", "filesystem", []),
 }
 
 # Scenario reason codes and the etlb codes that decide the same kind of refusal.
@@ -248,7 +284,7 @@ def test_every_scenario_translated() -> None:
 def prepare(tmp_path: Path, scenario_id: str) -> tuple[World, ToolCall, dict[str, Any] | None]:
     scenario = SCENARIOS[scenario_id]
     case = CASES[scenario_id]
-    world = build_world(tmp_path, CASES_CONFIG)
+    world = build_world(tmp_path, CASES_CONFIG.replace("CASE_CWD", case.cwd))
     call = ToolCall(tool=case.tool, server=case.server, arguments=scenario["arguments"])
 
     for spec in case.scopes:

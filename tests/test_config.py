@@ -74,6 +74,13 @@ def test_full_config_rule_fields(tmp_path: Path) -> None:
         "amount": "{amount}",
         "unit": "{currency}",
         "amount_scale": 2,
+        "arguments": None,
+        "analyser": None,
+        "command": None,
+        "cwd": None,
+        "home": None,
+        "database": None,
+        "dialect": None,
     }
 
 

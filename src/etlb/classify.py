@@ -8,6 +8,9 @@ Invariants, each enforced below:
 - Nothing the agent sends decides the consequence: `ToolCall` has no field for it, and annotations
   count only as the server's word about its own tools.
 - A template that cannot be filled raises `ClassificationError`, which the gate turns into a refusal.
+- A rule with an analyser takes its verdict from the analysis of the command text, never from the
+  rule's `consequence`; each irreversible simple command or statement becomes a part that the
+  covering scope must cover.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from etlb.analysis.shell import analyse_shell
+from etlb.analysis.sql import analyse_sql
 from etlb.canonical import canonical_bytes, sha256_hex
 from etlb.config import Config, RuleConfig
 from etlb.errors import ClassificationError
-from etlb.model import Action, Amount, Consequence, ToolCall, action_fields
+from etlb.model import Action, ActionPart, Amount, Consequence, ToolCall, action_fields
 
 __all__ = ["Classifier"]
 
@@ -45,11 +50,17 @@ class Classifier:
             raise ClassificationError(message)
 
         rule = self._match_rule(call)
+        parts: tuple[ActionPart, ...] = ()
         if rule is not None:
             kind = rule.kind
             consequence = rule.consequence
             resource = _fill(rule.resource, call) if rule.resource else _default_resource(call)
             amount = _amount(rule, call)
+            if rule.analyser is not None:
+                consequence, parts = _analyse(rule, call, resource)
+                if parts:
+                    # The first irreversible part names the action in the ledger and in refusals.
+                    kind, resource = parts[0].kind, parts[0].resources[0]
         else:
             kind = _default_kind(call)
             consequence = self._consequence_from_annotations(call, annotations)
@@ -65,6 +76,8 @@ class Classifier:
             server=call.server,
             arguments=call.arguments,
             amount=amount,
+            parts=parts,
+            definition_digest=call.definition_digest,
         )
         try:
             digest = "sha256:" + sha256_hex(canonical_bytes(fields))
@@ -82,13 +95,18 @@ class Classifier:
             arguments=call.arguments,
             amount=amount,
             digest=digest,
+            parts=parts,
+            definition_digest=call.definition_digest,
         )
 
     def _match_rule(self, call: ToolCall) -> RuleConfig | None:
         server = call.server or ""
         for rule in self._config.rules:
-            if fnmatch.fnmatchcase(server, rule.server) and fnmatch.fnmatchcase(call.tool, rule.tool):
-                return rule
+            if not (fnmatch.fnmatchcase(server, rule.server) and fnmatch.fnmatchcase(call.tool, rule.tool)):
+                continue
+            if rule.arguments is not None and not _arguments_match(rule.arguments, call.arguments):
+                continue
+            return rule
         return None
 
     def _consequence_from_annotations(self, call: ToolCall, annotations: Mapping[str, Any] | None) -> Consequence:
@@ -97,6 +115,51 @@ class Classifier:
         if read_only and self._config.trusts(call.server):
             return Consequence.REVERSIBLE
         return Consequence.IRREVERSIBLE
+
+
+def _arguments_match(expected: dict[str, Any], arguments: dict[str, Any]) -> bool:
+    """Return whether every expected dotted path is present with exactly the expected JSON value.
+
+    Booleans and numbers compare by type too, so `dryRun = true` does not match the string "true".
+    """
+    for path, value in expected.items():
+        current: Any = arguments
+        for name in path.split("."):
+            if not isinstance(current, dict) or name not in current:
+                return False
+            current = current[name]
+        if type(current) is not type(value) or current != value:
+            return False
+    return True
+
+
+def _analyse(rule: RuleConfig, call: ToolCall, fallback_resource: str) -> tuple[Consequence, tuple[ActionPart, ...]]:
+    """Run the rule's analyser; return the consequence and the irreversible parts it found.
+
+    A part without resources (a `kubectl delete`, an unknown program) gets the rule's resource, so a
+    scope must still name where it may act. Analysis errors propagate as `AnalysisError`, which the
+    gate turns into a refusal with the analyser's own code.
+    """
+    assert rule.command is not None
+    text = _fill(rule.command, call)
+
+    if rule.analyser == "shell":
+        assert rule.cwd is not None and rule.home is not None
+        home = rule.home
+        shell = analyse_shell(text, cwd=_fill(rule.cwd, call), home=home, environment={"HOME": home})
+        found = [
+            ActionPart(part.kind, part.resources or (fallback_resource,), part.text, part.opaque, part.reason)
+            for part in shell.irreversible_parts
+        ]
+        return shell.consequence, tuple(found)
+
+    assert rule.database is not None
+    sql = analyse_sql(text, database=_fill(rule.database, call), dialect=rule.dialect)
+    statements = [
+        ActionPart(part.kind, part.resources or (fallback_resource,), part.text, False, part.reason)
+        for part in sql.irreversible_parts
+    ]
+    return sql.consequence, tuple(statements)
 
 
 def _default_kind(call: ToolCall) -> str:

@@ -1,19 +1,20 @@
 """Loading and validating `etlb.toml`.
 
-The file has three parts: `[gate]` (store URL and the default agent id), `[servers.NAME]` (whether the
-operator trusts a server's tool annotations) and `[[rules]]` (the classifier's rules, in order). The
-store URL can be overridden with the `ETLB_STORE` environment variable.
+The file has four parts: `[gate]` (store URL and the default agent id), `[servers.NAME]` (whether the
+operator trusts a server's tool annotations), `[[rules]]` (the classifier's rules, in order) and
+`[service]` (the HTTP service of `etlb serve`). The store URL can be overridden with the `ETLB_STORE`
+environment variable.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from etlb.errors import ConfigError
 from etlb.model import Consequence
@@ -23,6 +24,7 @@ __all__ = [
     "Config",
     "RuleConfig",
     "ServerConfig",
+    "ServiceSection",
     "default_config_text",
     "load_config",
 ]
@@ -46,8 +48,27 @@ class ServerConfig(_Strict):
     trusted: bool = False
 
 
+class ServiceSection(_Strict):
+    """Settings of `etlb serve`, the HTTP service. `ETLB_ADMIN_TOKEN` overrides `admin_token_sha256`."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8470, ge=0, le=65535)
+    # SHA-256 (hex) of the administrator token, so the file never contains the token itself.
+    admin_token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_json_depth: int = Field(default=64, ge=2, le=512)
+    group_commit: bool = True
+    group_commit_window_ms: float = Field(default=2.0, ge=0, le=1000)
+    group_commit_max_batch: int = Field(default=64, ge=1, le=10_000)
+
+
 class RuleConfig(_Strict):
-    """One classifier rule; `server` and `tool` are globs, `resource`, `amount` and `unit` templates."""
+    """One classifier rule; `server` and `tool` are globs, `resource`, `amount` and `unit` templates.
+
+    `arguments` narrows the rule to calls whose arguments have these values (dotted paths allowed).
+    `analyser` names a built-in analyser (`shell` or `sql`) that classifies the text in the argument
+    the `command` template names; its verdict replaces `consequence`.
+    """
 
     tool: str
     kind: str
@@ -57,6 +78,26 @@ class RuleConfig(_Strict):
     amount: str | None = None
     unit: str | None = None
     amount_scale: int = Field(default=0, ge=0, le=18)
+    arguments: dict[str, Any] | None = None
+    analyser: Literal["shell", "sql"] | None = None
+    command: str | None = None
+    cwd: str | None = None
+    home: str | None = None
+    database: str | None = None
+    dialect: str | None = None
+
+    @model_validator(mode="after")
+    def _analyser_has_inputs(self) -> RuleConfig:
+        if self.analyser is not None and self.command is None:
+            message = f"rule for tool {self.tool!r} names analyser {self.analyser!r} but no command template"
+            raise ValueError(message)
+        if self.analyser == "shell" and self.cwd is None:
+            message = f"rule for tool {self.tool!r} uses the shell analyser without cwd (a path or a template)"
+            raise ValueError(message)
+        if self.analyser == "sql" and self.database is None:
+            message = f"rule for tool {self.tool!r} uses the sql analyser without database (a name or a template)"
+            raise ValueError(message)
+        return self
 
     @field_validator("kind")
     @classmethod
@@ -71,6 +112,7 @@ class _ConfigFile(_Strict):
     gate: GateSection = GateSection()
     servers: dict[str, ServerConfig] = {}
     rules: list[RuleConfig] = []
+    service: ServiceSection = ServiceSection()
 
 
 @dataclass(frozen=True)
@@ -84,6 +126,7 @@ class Config:
     servers: dict[str, ServerConfig]
     rules: tuple[RuleConfig, ...]
     path: Path | None
+    service: ServiceSection = field(default_factory=ServiceSection)
 
     @property
     def base_dir(self) -> Path:
@@ -124,6 +167,11 @@ def parse_config(text: str, *, path: Path | None = None) -> Config:
         message = f"{where} is invalid: {problems}"
         raise ConfigError(message, hint="see docs/configuration.md for every setting") from error
 
+    # A shell rule without `home` expands `~` to the home folder of the user running the gate.
+    rules = tuple(
+        rule.model_copy(update={"home": str(Path.home())}) if rule.analyser == "shell" and rule.home is None else rule
+        for rule in parsed.rules
+    )
     store_url = os.environ.get(STORE_ENVIRONMENT_VARIABLE) or parsed.gate.store
     base_dir = path.parent if path is not None else Path.cwd()
     return Config(
@@ -132,8 +180,9 @@ def parse_config(text: str, *, path: Path | None = None) -> Config:
         key_path=base_dir / parsed.gate.key,
         origin=parsed.gate.origin,
         servers=dict(parsed.servers),
-        rules=tuple(parsed.rules),
+        rules=rules,
         path=path,
+        service=parsed.service,
     )
 
 

@@ -6,11 +6,13 @@ registered to its bearer; this module builds payloads and turns verified payload
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import datetime
 from typing import Any
 
 from etlb.canonical import sha256_digest, sha256_hex
+from etlb.conditions import check_condition
 from etlb.errors import DeclarationError
 from etlb.model import Limits, Scope, format_time, parse_time
 
@@ -27,6 +29,7 @@ __all__ = [
 ]
 
 SCOPE_TYPE = "etlb.scope.v1"
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 SCOPE_TYP = "etlb-scope+jws"
 REVOCATION_TYPE = "etlb.revocation.v1"
 REVOCATION_TYP = "etlb-revocation+jws"
@@ -54,6 +57,8 @@ def scope_payload(
     terms: str,
     domain: str = "",
     issued_at: datetime,
+    when: str | None = None,
+    definitions: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Build the payload a bearer signs to declare a scope, after checking it is well formed."""
     payload: dict[str, Any] = {
@@ -71,6 +76,11 @@ def scope_payload(
         "issued_at": format_time(issued_at),
         "nonce": secrets.token_hex(16),
     }
+    # Optional fields are written only when set, so that older verifiers read plain scopes unchanged.
+    if when:
+        payload["when"] = when
+    if definitions:
+        payload["definitions"] = definitions
     _check_scope_payload(payload)
     return payload
 
@@ -99,6 +109,8 @@ def scope_from_payload(payload: dict[str, Any], *, jws: str, key_id: str) -> Sco
         domain=payload["domain"],
         terms=payload["terms"],
         jws=jws,
+        when=payload.get("when"),
+        definitions=dict(payload.get("definitions", {})),
     )
 
 
@@ -134,6 +146,19 @@ def _check_scope_payload(payload: dict[str, Any]) -> None:
         if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) and p for p in patterns):
             message = f"scope declaration field {name!r} must be a non-empty list of patterns, got {patterns!r}"
             raise DeclarationError(message, hint=f"give at least one --{name[:-1]} pattern")
+
+    when = payload.get("when")
+    if when is not None:
+        if not isinstance(when, str) or not when.strip():
+            raise DeclarationError(f"scope condition 'when' must be a non-empty string, got {when!r}")
+        check_condition(when)
+    definitions = payload.get("definitions", {})
+    if not isinstance(definitions, dict) or not all(
+        isinstance(name, str) and "/" in name and isinstance(digest, str) and _DIGEST.fullmatch(digest)
+        for name, digest in definitions.items()
+    ):
+        message = f"scope definitions must map 'server/tool' to 'sha256:<64 hex>', got {definitions!r}"
+        raise DeclarationError(message, hint="get the digests with: etlb mcp-tools -- COMMAND")
 
     if not isinstance(payload.get("limits"), dict):
         raise DeclarationError("scope declaration field 'limits' must be an object")

@@ -25,6 +25,7 @@ from typing import Any, NoReturn, ParamSpec, TypeVar, cast
 
 import anyio.to_thread
 
+from etlb.analysis import AnalysisError
 from etlb.canonical import sha256_digest
 from etlb.classify import Classifier
 from etlb.config import Config, load_config
@@ -59,6 +60,7 @@ from etlb.model import (
 from etlb.resolve import Candidate, Resolution, refusal_message, resolve
 from etlb.signing import read_unverified, verify_jws
 from etlb.store import ScopeState, Store, UnavailableStore, open_store
+from etlb.store.base import DecideRequest
 
 __all__ = ["Gate"]
 
@@ -142,6 +144,66 @@ class Gate:
         binding is not yet redeemed: pass it to `redeem` right before the tool runs.
         """
         return self._bind(call, agent=agent, annotations=annotations, redeem=False)
+
+    def bind_many(
+        self, calls: Sequence[tuple[ToolCall, str]], *, redeem: Sequence[bool] | None = None
+    ) -> list[Binding | Refused | None]:
+        """Decide a batch of (call, agent id) pairs in one store transaction, for group commit.
+
+        Returns one result per call, in order: its binding, None for a reversible action, or the
+        `Refused` error for that call, returned rather than raised so that each caller gets its own.
+        Each call is judged against the budget that the calls before it in the batch left.
+        `redeem[i]` marks binding i used in the same transaction, as `execution` does.
+
+        Fails closed: when the store fails, every irreversible call of the batch is refused with
+        `store_unavailable`; any other error refuses them with `internal_error`.
+        """
+        flags = list(redeem) if redeem is not None else [False] * len(calls)
+        if len(flags) != len(calls):
+            message = f"bind_many got {len(calls)} calls but {len(flags)} redeem flags; pass one flag per call"
+            raise ValueError(message)
+
+        now = self._clock()
+        results: list[Binding | Refused | None] = [None] * len(calls)
+        pending: list[tuple[int, Action]] = []
+        for index, (call, agent_id) in enumerate(calls):
+            try:
+                action = self._classify_for_batch(call, agent_id, now)
+            except Refused as refused:
+                results[index] = refused
+                continue
+            if action.consequence is Consequence.REVERSIBLE:
+                logger.info("event=pass agent=%s action=%s kind=%s", agent_id, action.digest, action.kind)
+                continue
+            pending.append((index, action))
+        if not pending:
+            return results
+
+        requests = [
+            DecideRequest(action=action, judge=self._judge_at(action, now), redeem=flags[index])
+            for index, action in pending
+        ]
+        try:
+            decided = self.store.decide_many(requests, time=now)
+            if len(decided) != len(requests):
+                message = f"store decided {len(decided)} of a batch of {len(requests)} actions"
+                raise RuntimeError(message)
+        except StoreError as error:
+            logger.error("event=refusal batch=%d reason=store_unavailable error=%s", len(pending), error)
+            for index, action in pending:
+                results[index] = self._refusal_error(
+                    action, ReasonCode.STORE_UNAVAILABLE, str(error), now, record=False
+                )
+            return results
+        except Exception as error:
+            logger.exception("resolution of a batch of %d actions failed", len(pending))
+            for index, action in pending:
+                results[index] = self._refusal_error(action, ReasonCode.INTERNAL_ERROR, _error_text(error), now)
+            return results
+
+        for (index, action), result in zip(pending, decided, strict=True):
+            results[index] = self._batch_result(action, result)
+        return results
 
     def explain(
         self, call: ToolCall, *, agent: str | None = None, annotations: Mapping[str, Any] | None = None
@@ -364,7 +426,9 @@ class Gate:
         try:
             action = self._classifier.classify(call, agent=agent_id, annotations=annotations)
         except ClassificationError as error:
-            self._refuse(_unclassified_action(call, agent_id), ReasonCode.CLASSIFICATION_FAILED, str(error), now)
+            # The analysers carry their own reason codes: opaque_target and analysis_limit_exceeded.
+            code = ReasonCode(error.code) if isinstance(error, AnalysisError) else ReasonCode.CLASSIFICATION_FAILED
+            self._refuse(_unclassified_action(call, agent_id), code, str(error), now)
         except Exception as error:
             logger.exception("classification of tool %r failed", call.tool)
             self._refuse(_unclassified_action(call, agent_id), ReasonCode.INTERNAL_ERROR, _error_text(error), now)
@@ -408,6 +472,50 @@ class Gate:
             result.id,
         )
         return result
+
+    def _classify_for_batch(self, call: ToolCall, agent_id: str, now: datetime) -> Action:
+        """Classify one call of `bind_many`; raises `Refused` (recorded) when it cannot be classified."""
+        try:
+            return self._classifier.classify(call, agent=agent_id, annotations=None)
+        except ClassificationError as error:
+            code, detail = ReasonCode.CLASSIFICATION_FAILED, str(error)
+        except Exception as error:
+            logger.exception("classification of tool %r failed", call.tool)
+            code, detail = ReasonCode.INTERNAL_ERROR, _error_text(error)
+        raise self._refusal_error(_unclassified_action(call, agent_id), code, detail, now)
+
+    def _judge_at(self, action: Action, now: datetime) -> Callable[[Sequence[ScopeState]], Resolution]:
+        return lambda states: self._judge(action, states, now)
+
+    def _batch_result(self, action: Action, result: Binding | Refusal) -> Binding | Refused:
+        if isinstance(result, Refusal):
+            logger.info(
+                "event=refusal agent=%s action=%s kind=%s reason=%s",
+                action.agent,
+                action.digest,
+                action.kind,
+                result.code,
+            )
+            return Refused(result)
+
+        logger.info(
+            "event=binding agent=%s action=%s bearer=%s scope=%s binding=%s",
+            action.agent,
+            action.digest,
+            result.bearer,
+            result.scope_id,
+            result.id,
+        )
+        return result
+
+    def _refusal_error(
+        self, action: Action, code: ReasonCode, detail: str, now: datetime, *, record: bool = True
+    ) -> Refused:
+        """Build the `Refused` error that `_refuse` would raise, without raising it."""
+        try:
+            self._refuse(action, code, detail, now, record=record)
+        except Refused as refused:
+            return refused
 
     def _judge(self, action: Action, states: Sequence[ScopeState], now: datetime) -> Resolution:
         candidates = [

@@ -18,6 +18,7 @@ from typing import Any
 
 __all__ = [
     "Action",
+    "ActionPart",
     "Amount",
     "Bearer",
     "BearerKey",
@@ -153,17 +154,62 @@ def _decimal_text(number: Decimal) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
-    """What an agent asks to run: an optional server name, a tool name and JSON arguments."""
+    """What an agent asks to run: an optional server name, a tool name and JSON arguments.
+
+    `definition_digest` is set by an adapter that knows the tool's definition as its server lists it
+    (for MCP, the `sha256:` digest of the tool's canonical JSON); scopes can pin it.
+    """
 
     tool: str
     arguments: dict[str, Any] = field(default_factory=dict)
     server: str | None = None
     call_id: str | None = None
+    definition_digest: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ActionPart:
+    """One irreversible effect of a compound action, such as one command of a shell pipeline.
+
+    `resources` are the targets it touches; a value ending in `/**` is a whole tree. `opaque` marks a
+    part whose targets could not be resolved, and `reason` says why.
+    """
+
+    kind: str
+    resources: tuple[str, ...]
+    text: str = ""
+    opaque: bool = False
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "resources": list(self.resources),
+            "text": self.text,
+            "opaque": self.opaque,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ActionPart:
+        return cls(
+            kind=data["kind"],
+            resources=tuple(data["resources"]),
+            text=data.get("text", ""),
+            opaque=bool(data.get("opaque", False)),
+            reason=data.get("reason"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """A classified tool call. `digest` is the SHA-256 of `canonical_fields()` in RFC 8785 form."""
+    """A classified tool call. `digest` is the SHA-256 of `canonical_fields()` in RFC 8785 form.
+
+    `parts` lists the irreversible effects of an analysed compound call (a shell command line, a SQL
+    statement list); a scope covers the action only if it covers every part. A plain call has no
+    parts and is covered through its own kind and resource. `definition_digest` is the digest of the
+    tool definition the server showed, when an adapter knows it.
+    """
 
     kind: str
     resource: str
@@ -174,6 +220,15 @@ class Action:
     arguments: dict[str, Any]
     amount: Amount | None
     digest: str
+    parts: tuple[ActionPart, ...] = ()
+    definition_digest: str | None = None
+
+    @property
+    def requirements(self) -> tuple[ActionPart, ...]:
+        """Return what a covering scope must cover: every part, or the action's own kind and resource."""
+        if self.parts:
+            return self.parts
+        return (ActionPart(self.kind, (self.resource,)),)
 
     def canonical_fields(self) -> dict[str, Any]:
         return action_fields(
@@ -185,6 +240,8 @@ class Action:
             server=self.server,
             arguments=self.arguments,
             amount=self.amount,
+            parts=self.parts,
+            definition_digest=self.definition_digest,
         )
 
 
@@ -198,9 +255,15 @@ def action_fields(
     server: str | None,
     arguments: dict[str, Any],
     amount: Amount | None,
+    parts: tuple[ActionPart, ...] = (),
+    definition_digest: str | None = None,
 ) -> dict[str, Any]:
-    """Return the JSON object whose canonical form the action digest covers."""
-    return {
+    """Return the JSON object whose canonical form the action digest covers.
+
+    `parts` and `definition_digest` are written only when present, so that a plain action keeps the
+    same digest whether or not the gate could analyse parts or knew the tool's definition.
+    """
+    fields: dict[str, Any] = {
         "kind": kind,
         "resource": resource,
         "consequence": consequence.value,
@@ -210,6 +273,11 @@ def action_fields(
         "arguments": arguments,
         "amount": amount.to_json() if amount is not None else None,
     }
+    if parts:
+        fields["parts"] = [part.to_json() for part in parts]
+    if definition_digest is not None:
+        fields["definition_digest"] = definition_digest
+    return fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +439,8 @@ class Scope:
     domain: str
     terms: str
     jws: str
+    when: str | None = None
+    definitions: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

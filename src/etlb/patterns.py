@@ -63,3 +63,20 @@ def _compile(pattern: str, separator: str) -> re.Pattern[str]:
             parts.append(re.escape(pattern[index]))
             index += 1
     return re.compile("".join(parts), re.DOTALL)
+
+
+def resource_covered(pattern: str, value: str) -> bool:
+    """Return whether a scope's resource pattern covers a resource value.
+
+    A value ending in `/**` is a whole tree (a recursive delete, a find root), not a name with stars:
+    only a pattern that itself ends in `/**` and covers the tree's root covers it, or `**` alone.
+    """
+    if not value.endswith("/**"):
+        return glob_match(pattern, value, RESOURCE_SEPARATOR)
+
+    root = value[:-3]
+    if pattern == "**":
+        return True
+    if not pattern.endswith("/**"):
+        return False
+    return glob_match(pattern, root, RESOURCE_SEPARATOR) or glob_match(pattern[:-3], root, RESOURCE_SEPARATOR)

@@ -2,8 +2,10 @@
 
 Invariants, each enforced below:
 - A scope covers an action only if its signature verified against a key registered to its bearer,
-  the bearer is active, the scope is not revoked, the time is inside its window, and its agent,
-  resource, unit, per-action cap, total cap, count and rolling windows all admit the action.
+  the bearer is active, the scope is not revoked, the time is inside its window, its agent patterns
+  admit the agent, its kinds and resources cover every part of the action, the tool definition it
+  pins is unchanged, its `when` condition holds, and its unit, per-action cap, total cap, count and
+  rolling windows all admit the action.
 - Covering scopes are ordered by specificity: an exact kind before a pattern, then the longer literal
   kind prefix, the same two for the resource, an exact agent before a pattern, then the earliest
   `valid_until`, then the lowest scope id. The order is total, so resolution is deterministic.
@@ -18,8 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from etlb.conditions import condition_failure
 from etlb.model import (
     Action,
+    ActionPart,
     Amount,
     Bearer,
     BearerStatus,
@@ -33,13 +37,13 @@ from etlb.model import (
 from etlb.patterns import (
     AGENT_SEPARATOR,
     KIND_SEPARATOR,
-    RESOURCE_SEPARATOR,
     glob_match,
     is_pattern,
     literal_prefix,
+    resource_covered,
 )
 
-__all__ = ["Candidate", "Resolution", "refusal_message", "reservation_for", "resolve"]
+__all__ = ["Candidate", "Resolution", "coverage_failure", "refusal_message", "reservation_for", "resolve"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,16 +132,9 @@ def _first_failure(candidate: Candidate, action: Action, now: datetime) -> tuple
         return ReasonCode.SCOPE_NOT_YET_VALID, f"scope is valid from {format_time(scope.valid_from)}"
     if now >= scope.valid_until:
         return ReasonCode.SCOPE_EXPIRED, f"scope expired at {format_time(scope.valid_until)}"
-    if not any(glob_match(pattern, action.agent, AGENT_SEPARATOR) for pattern in scope.agents):
-        return (
-            ReasonCode.AGENT_NOT_COVERED,
-            f"agent {action.agent} is not covered by {_listing(scope.agents)}",
-        )
-    if _best_resource_pattern(scope, action) is None:
-        return (
-            ReasonCode.RESOURCE_NOT_COVERED,
-            f"resource {action.resource} is not covered by {_listing(scope.resources)}",
-        )
+    coverage = coverage_failure(scope, action)
+    if coverage is not None:
+        return coverage
 
     has_amount_cap = limits.caps_amounts
     if has_amount_cap and action.amount is None:
@@ -186,6 +183,52 @@ def _window_failure(limits: Limits, usage: ScopeUsage, value: Decimal) -> tuple[
     return None
 
 
+def coverage_failure(scope: Scope, action: Action) -> tuple[ReasonCode, str] | None:
+    """Check what a scope's declaration says about an action, apart from time, status and budget.
+
+    The agent, every part's kind and resources, the pinned tool definition and the `when` condition
+    must all admit the action. Ledger verification and receipts use the same check on recorded actions.
+    """
+    if not any(glob_match(pattern, action.agent, AGENT_SEPARATOR) for pattern in scope.agents):
+        return ReasonCode.AGENT_NOT_COVERED, f"agent {action.agent} is not covered by {_listing(scope.agents)}"
+
+    for part in action.requirements:
+        failure = _part_failure(scope, part, compound=bool(action.parts))
+        if failure is not None:
+            return failure
+
+    expected = scope.definitions.get(f"{action.server or ''}/{action.tool}")
+    if expected is not None and action.definition_digest != expected:
+        seen = action.definition_digest or "unknown"
+        return (
+            ReasonCode.DEFINITION_CHANGED,
+            f"tool {action.tool} has definition {seen}, but the bearer signed for {expected}",
+        )
+
+    if scope.when is not None:
+        detail = condition_failure(scope.when, action)
+        if detail is not None:
+            return ReasonCode.CONDITION_FALSE, detail
+    return None
+
+
+def _part_failure(scope: Scope, part: ActionPart, *, compound: bool) -> tuple[ReasonCode, str] | None:
+    label = f"part `{part.text}` ({part.kind})" if compound and part.text else f"kind {part.kind}"
+    if not any(glob_match(pattern, part.kind, KIND_SEPARATOR) for pattern in scope.kinds):
+        return ReasonCode.NO_COVERING_SCOPE, f"{label} is not covered by kinds {_listing(scope.kinds)}"
+    if part.opaque and "**" not in scope.resources:
+        reason = part.reason or "opaque target"
+        return ReasonCode.OPAQUE_TARGET, f"{label}: {reason}; only a scope over every resource (**) covers it"
+    for resource in part.resources:
+        if not any(resource_covered(pattern, resource) for pattern in scope.resources):
+            where = f" in {label}" if compound else ""
+            return (
+                ReasonCode.RESOURCE_NOT_COVERED,
+                f"resource {resource}{where} is not covered by {_listing(scope.resources)}",
+            )
+    return None
+
+
 def _specificity(scope: Scope, action: Action) -> tuple[int, int, int, int, int, datetime, str]:
     kind_pattern = _best_kind_pattern(scope, action) or ""
     resource_pattern = _best_resource_pattern(scope, action)
@@ -213,12 +256,18 @@ def _pattern_rank(pattern: str) -> tuple[int, int]:
 
 
 def _best_kind_pattern(scope: Scope, action: Action) -> str | None:
-    matches = [pattern for pattern in scope.kinds if glob_match(pattern, action.kind, KIND_SEPARATOR)]
-    return min(matches, key=_pattern_rank, default=None)
+    """Return the most specific kind pattern matching the action's first part, else any of its parts."""
+    for part in action.requirements:
+        matches = [pattern for pattern in scope.kinds if glob_match(pattern, part.kind, KIND_SEPARATOR)]
+        if matches:
+            return min(matches, key=_pattern_rank)
+    return None
 
 
 def _best_resource_pattern(scope: Scope, action: Action) -> str | None:
-    matches = [pattern for pattern in scope.resources if glob_match(pattern, action.resource, RESOURCE_SEPARATOR)]
+    first = action.requirements[0]
+    resource = first.resources[0] if first.resources else action.resource
+    matches = [pattern for pattern in scope.resources if resource_covered(pattern, resource)]
     return min(matches, key=_pattern_rank, default=None)
 
 

@@ -20,8 +20,9 @@ from etlb.declarations import SCOPE_TYP, scope_from_payload, scope_id_for
 from etlb.errors import EtlbError
 from etlb.ledger import merkle
 from etlb.ledger.checkpoint import CheckpointError, NoteVerifier, verify_checkpoint
+from etlb.ledger.records import action_from_json
 from etlb.model import format_time, parse_time
-from etlb.patterns import AGENT_SEPARATOR, KIND_SEPARATOR, RESOURCE_SEPARATOR, glob_match
+from etlb.resolve import coverage_failure
 from etlb.signing import key_id, verify_jws
 
 __all__ = ["RECEIPT_FORMAT", "ReceiptError", "ReceiptMaterial", "ReceiptSummary", "build_receipt", "verify_receipt"]
@@ -253,15 +254,10 @@ def _check_binding(
     bound_at = parse_time(record["time"])
     if not parse_time(scope["valid_from"]) <= bound_at < parse_time(scope["valid_until"]):
         raise ReceiptError("records.binding", f"was made at {format_time(bound_at)}, outside the scope's window")
-    checks = (
-        ("kind", scope["kinds"], KIND_SEPARATOR),
-        ("resource", scope["resources"], RESOURCE_SEPARATOR),
-        ("agent", scope["agents"], AGENT_SEPARATOR),
-    )
-    for field_name, patterns, separator in checks:
-        if not any(glob_match(pattern, action[field_name], separator) for pattern in patterns):
-            message = f"{field_name} {action[field_name]} is not covered by the scope's patterns {patterns}"
-            raise ReceiptError("records.binding", message)
+    declared = scope_from_payload(scope, jws=receipt["scope"]["jws"], key_id=receipt["bearer"]["key_id"])
+    coverage = coverage_failure(declared, action_from_json(action))
+    if coverage is not None:
+        raise ReceiptError("records.binding", f"the action is not covered by the scope: {coverage[1]}")
     return record
 
 

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from etlb.canonical import canonical_bytes
-from etlb.model import Action, Amount, Bearer, Binding, Consequence, Outcome, Refusal, Scope, format_time
+from etlb.model import Action, ActionPart, Amount, Bearer, Binding, Consequence, Outcome, Refusal, Scope, format_time
 
 __all__ = [
     "GENESIS_CHAIN_HASH",
@@ -139,6 +139,7 @@ def outcome_data(binding_id: str, action_digest: str, outcome: Outcome) -> dict[
 def action_from_json(data: dict[str, Any]) -> Action:
     """Rebuild an action from its ledger JSON; the digest is taken as recorded, not recomputed."""
     amount = data.get("amount")
+    parts = tuple(ActionPart.from_json(part) for part in data.get("parts", []))
     return Action(
         kind=data["kind"],
         resource=data["resource"],
@@ -149,6 +150,8 @@ def action_from_json(data: dict[str, Any]) -> Action:
         arguments=data["arguments"],
         amount=Amount.parse(amount["value"], amount["unit"]) if amount is not None else None,
         digest=data["digest"],
+        parts=parts,
+        definition_digest=data.get("definition_digest"),
     )
 
 

@@ -27,9 +27,16 @@ from etlb.declarations import SCOPE_TYP, scope_from_payload
 from etlb.errors import EtlbError
 from etlb.ledger import merkle
 from etlb.ledger.checkpoint import Checkpoint, CheckpointError, NoteVerifier, verify_checkpoint
-from etlb.ledger.records import GENESIS_CHAIN_HASH, LedgerEntry, RecordType, chain_hash, leaf_hash
+from etlb.ledger.records import (
+    GENESIS_CHAIN_HASH,
+    LedgerEntry,
+    RecordType,
+    action_from_json,
+    chain_hash,
+    leaf_hash,
+)
 from etlb.model import Amount, Scope, ScopeUsage, parse_time
-from etlb.patterns import AGENT_SEPARATOR, KIND_SEPARATOR, RESOURCE_SEPARATOR, glob_match
+from etlb.resolve import coverage_failure
 from etlb.signing import verify_jws
 
 __all__ = ["Problem", "VerificationReport", "verify_ledger"]
@@ -309,12 +316,9 @@ def _replay_binding(
         raise _ReplayError(f"binding {binding_id} made while bearer {scope.bearer} was not active")
     if not scope.valid_from <= time < scope.valid_until:
         raise _ReplayError(f"binding {binding_id} made outside the validity window of scope {scope.id}")
-    if not any(glob_match(pattern, action["kind"], KIND_SEPARATOR) for pattern in scope.kinds):
-        raise _ReplayError(f"binding {binding_id}: kind {action['kind']} is not covered by scope {scope.id}")
-    if not any(glob_match(pattern, action["resource"], RESOURCE_SEPARATOR) for pattern in scope.resources):
-        raise _ReplayError(f"binding {binding_id}: resource {action['resource']} is not covered by scope {scope.id}")
-    if not any(glob_match(pattern, action["agent"], AGENT_SEPARATOR) for pattern in scope.agents):
-        raise _ReplayError(f"binding {binding_id}: agent {action['agent']} is not covered by scope {scope.id}")
+    coverage = coverage_failure(scope, action_from_json(action))
+    if coverage is not None:
+        raise _ReplayError(f"binding {binding_id} is not covered by scope {scope.id}: {coverage[1]}")
 
     if limits.max_count is not None and replay.count > limits.max_count:
         raise _ReplayError(
