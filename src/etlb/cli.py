@@ -307,6 +307,13 @@ def scope() -> None:
 @click.option("--valid-until", help="End, RFC 3339.")
 @click.option("--valid-for", help="Length of validity from --valid-from, e.g. 90m, 8h, 30d (default 30d).")
 @click.option("--domain", help="Free label such as payments or clinical.")
+@click.option("--when", "when", help="CEL condition over `action`, e.g. 'action.arguments.branch != \"main\"'.")
+@click.option(
+    "--definition",
+    "definitions",
+    multiple=True,
+    help="Pin a tool definition SERVER/TOOL=sha256:… (from etlb mcp-proxy logs or a tool listing); repeatable.",
+)
 @click.option("--terms", help="The text the bearer accepts.")
 @click.option("--terms-file", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Read the terms here.")
 @click.option("--yes", is_flag=True, help="Sign without asking; the terms are still printed.")
@@ -536,6 +543,23 @@ async def _run_proxy(run: Any, gate: Gate, command: list[str], server_name: str,
     await run(gate, command=command, server_name=server_name, agent=agent)
 
 
+@cli.command()
+@click.option("--host", help="Address to listen on (default: [service] host, or 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), help="TCP port (default: [service] port, or 8470).")
+@click.option(
+    "--group-commit/--no-group-commit",
+    default=None,
+    help="Decide bind requests that arrive together in one store transaction (default: [service] group_commit).",
+)
+@pass_context
+def serve(context: Context, host: str | None, port: int | None, group_commit: bool | None) -> None:
+    """Run the HTTP service: agents bind tool calls with API keys; see docs/service.md."""
+    from etlb.server import serve as run_service
+
+    logging.getLogger().setLevel(logging.INFO)
+    run_service(context.config_path, host=host, port=port, group_commit=group_commit)
+
+
 # helpers
 
 
@@ -606,7 +630,22 @@ def _scope_fields(options: dict[str, Any]) -> dict[str, Any]:
         "valid_until": valid_until,
         "terms": terms,
         "domain": pick("domain") or "",
+        "when": pick("when"),
+        "definitions": _definitions(options.get("definitions") or (), data.get("definitions", {})),
     }
+
+
+def _definitions(specs: Sequence[str], from_file: Any) -> dict[str, str] | None:
+    """Merge `--definition SERVER/TOOL=DIGEST` options over a `[definitions]` table of the scope file."""
+    if not isinstance(from_file, dict):
+        raise click.BadParameter("definitions must be a table of 'server/tool' = 'sha256:…'", param_hint="--from-file")
+    definitions = {str(name): str(digest) for name, digest in from_file.items()}
+    for spec in specs:
+        name, separator, digest = spec.partition("=")
+        if not separator or "/" not in name:
+            raise click.BadParameter(f"{spec!r} is not SERVER/TOOL=sha256:…", param_hint="--definition")
+        definitions[name.strip()] = digest.strip()
+    return definitions or None
 
 
 def _window(spec: str) -> WindowLimit:
@@ -723,10 +762,19 @@ def _show_terms(payload: dict[str, Any]) -> None:
         ("agents", ", ".join(payload["agents"])),
         ("limits", _limits_text(limits)),
         ("valid", f"{payload['valid_from']} to {payload['valid_until']}"),
+        ("condition", payload.get("when") or "none"),
+        (
+            "pinned tools",
+            ", ".join(f"{name} = {digest}" for name, digest in payload.get("definitions", {}).items()) or "none",
+        ),
     ]:
         summary.add_row(f"[bold]{label}[/bold]", value)
     errors.print(Panel(summary, title="scope to sign"))
     errors.print(Panel(payload["terms"], title="terms you accept"))
+
+
+def _pinned_text(definitions: dict[str, str]) -> str:
+    return ", ".join(f"{name} = {digest}" for name, digest in definitions.items()) or "none"
 
 
 def _limits_text(limits: Limits) -> str:

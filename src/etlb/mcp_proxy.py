@@ -17,6 +17,7 @@ directs to stderr. The upstream server's stderr is passed through to the proxy's
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -40,7 +41,7 @@ from etlb.errors import BindingConsumed, EtlbError, Refused, StoreError, Upstrea
 from etlb.gate import Gate
 from etlb.model import Binding, Outcome, OutcomeStatus, ReasonCode, ToolCall
 
-__all__ = ["default_server_name", "format_refusal", "run_proxy"]
+__all__ = ["default_server_name", "definition_digest", "format_refusal", "run_proxy"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ async def run_proxy(gate: Gate, *, command: list[str], server_name: str, agent: 
         proxy.attach(upstream)
         server = proxy.build_server()
         logger.info("proxy for server %r started; upstream command: %s", server_name, command)
+        await proxy.log_definitions()
         async with stdio_server() as (read_stream, write_stream):
             await server.run(read_stream, write_stream, server.create_initialization_options())
     logger.info("proxy for server %r stopped", server_name)
@@ -120,6 +122,8 @@ class _GatedProxy:
         # Annotations per upstream tool name as camelCase JSON, or None for a tool listed without any.
         # A tool missing from this map is listed again before its call is classified.
         self._annotations: dict[str, dict[str, Any] | None] = {}
+        # Digest of each tool's definition as listed, so that a scope can pin the definition it covers.
+        self._definitions: dict[str, str] = {}
         self._refresh_lock = anyio.Lock()
 
     def attach(self, upstream: Client) -> None:
@@ -219,6 +223,7 @@ class _GatedProxy:
         # pending cancellation with the binding in hand.
         try:
             annotations = await self._annotations_for(call.tool)
+            call = dataclasses.replace(call, definition_digest=self._definitions.get(call.tool))
             with anyio.CancelScope(shield=True):
                 binding = await anyio.to_thread.run_sync(
                     functools.partial(self._gate.bind, call, agent=self._agent, annotations=annotations)
@@ -291,6 +296,16 @@ class _GatedProxy:
                     self._server_name,
                 )
 
+    async def log_definitions(self) -> None:
+        """Log each upstream tool's definition digest, which a bearer can pin with `scope declare --definition`."""
+        try:
+            await self._refresh_annotations()
+        except Exception:
+            logger.exception("cannot list tools of upstream server %r", self._server_name)
+            return
+        for name, digest in sorted(self._definitions.items()):
+            logger.info("tool %s/%s has definition %s", self._server_name, name, digest)
+
     async def _annotations_for(self, tool: str) -> dict[str, Any] | None:
         """Return the upstream annotations of `tool`, listing the tools again if it is not known yet.
 
@@ -328,6 +343,7 @@ class _GatedProxy:
             )
 
         self._annotations.clear()
+        self._definitions.clear()
         self._remember_annotations(tools)
 
     def _remember_annotations(self, tools: list[types.Tool]) -> None:
@@ -336,6 +352,20 @@ class _GatedProxy:
             self._annotations[tool.name] = (
                 annotations.model_dump(by_alias=True, mode="json", exclude_none=True) if annotations else None
             )
+            self._definitions[tool.name] = definition_digest(tool)
+
+
+def definition_digest(tool: types.Tool) -> str:
+    """Return the `sha256:` digest of a tool's definition as its server lists it (RFC 8785 canonical JSON).
+
+    Name, description, input and output schemas and annotations all count, so any change to what the
+    model and the bearer were shown gives another digest.
+    """
+    try:
+        return sha256_digest(tool.model_dump(by_alias=True, mode="json", exclude_none=True))
+    except ValueError as error:
+        # A definition JSON cannot canonicalise has no stable digest, so no scope can pin it.
+        return f"undigestable: {error}"
 
 
 def _find_exception(error: BaseException, kinds: tuple[type[Exception], ...]) -> BaseException | None:

@@ -349,8 +349,10 @@ class WindowLimit:
 
 
 def describe_seconds(seconds: int) -> str:
-    """Write a window length the way people say it: 24h, 7d, 90m or 45s."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+    """Write a window length the way people say it: 24h, 7d, 90m or 45s (one day reads as 24h)."""
+    if seconds % 86400 == 0 and seconds > 86400:
+        return f"{seconds // 86400}d"
+    for unit, size in (("h", 3600), ("m", 60)):
         if seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
