@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -340,6 +341,52 @@ def scope_declare(context: Context, /, **options: Any) -> None:
         print_json(_scope_json(state) if state else {"scope_id": declared.id})
     else:
         console.print(f"declared scope [bold]{declared.id}[/bold] for bearer {declared.bearer}")
+
+
+@scope.group("template")
+def scope_template() -> None:
+    """Starting points for scopes in finance, medicine, law and infrastructure."""
+
+
+@scope_template.command("list")
+def scope_template_list() -> None:
+    """List the scope templates with their domain and first comment line."""
+    table = Table("name", "domain", "what it covers", title="scope templates")
+    for name in template_names():
+        text = template_text(name)
+        domain = str(tomllib.loads(text).get("domain", ""))
+        summary = next((line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")), "")
+        table.add_row(name, domain, summary)
+    console.print(table)
+
+
+@scope_template.command("show")
+@click.argument("name")
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="Write the template here to edit."
+)
+def scope_template_show(name: str, output: Path | None) -> None:
+    """Print template NAME, or write it to a file to edit and sign with scope declare --from-file."""
+    if name not in template_names():
+        message = f"no scope template named {name!r}; choose one of: {', '.join(template_names())}"
+        raise click.BadParameter(message, param_hint="NAME")
+    text = template_text(name)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    if output.exists():
+        raise click.BadParameter(f"{output} already exists; choose another path", param_hint="--output")
+    output.write_text(text, encoding="utf-8")
+    errors.print(f"wrote template {name} to {output}; edit it, then: etlb scope declare --from-file {output}")
+
+
+def template_names() -> list[str]:
+    folder = resources.files("etlb") / "templates"
+    return sorted(entry.name.removesuffix(".toml") for entry in folder.iterdir() if entry.name.endswith(".toml"))
+
+
+def template_text(name: str) -> str:
+    return (resources.files("etlb") / "templates" / f"{name}.toml").read_text(encoding="utf-8")
 
 
 @scope.command("list")
@@ -821,6 +868,8 @@ def _scope_json(state: ScopeState) -> dict[str, Any]:
         "valid_from": format_time(item.valid_from),
         "valid_until": format_time(item.valid_until),
         "domain": item.domain,
+        "when": item.when,
+        "definitions": item.definitions,
         "terms": item.terms,
         "revoked": state.revoked,
         "used": {"count": state.usage.count, "amount": str(state.usage.amount)},
