@@ -13,10 +13,7 @@ Markdown section with the machine and the command.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import random
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -39,6 +36,9 @@ from etlb.ledger.verify import verify_ledger
 from etlb.model import Bearer, BearerKey, Limits, ToolCall
 from etlb.signing import generate_private_key, key_id, public_jwk, sign_payload
 from etlb.store.sqlite import SQLiteStore
+
+sys.path.insert(0, str(Path(__file__).parent))
+from results_page import machine, write_section
 
 CONFIG = """
 [gate]
@@ -69,7 +69,7 @@ def main() -> int:
         rows = run(Path(folder), options)
 
     section = render(rows, options)
-    write_section(options.output, section)
+    write_section(options.output, "Ledger,", section)
     print(section)
     return 0
 
@@ -238,30 +238,6 @@ def render(rows: list[tuple[str, str]], options: argparse.Namespace) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
-        f"SQLite {sqlite3.sqlite_version}, {platform.system()} {platform.release()}"
-    )
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace the file's ledger section with the new one, keeping other benchmarks' sections."""
-    header = "# Benchmark results\n\nEach section is written by the script named in its command line.\n\n"
-    existing = path.read_text(encoding="utf-8") if path.exists() else header
-    kept = [part for part in existing.split("\n## ") if not part.startswith("Ledger,")]
-    text = kept[0].rstrip() + "\n\n" + "".join(f"## {part.rstrip()}\n\n" for part in kept[1:]) + section
-    path.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":
