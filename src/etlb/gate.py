@@ -136,14 +136,20 @@ class Gate:
         return self._classifier.classify(call, agent=agent or self.config.agent, annotations=annotations)
 
     def bind(
-        self, call: ToolCall, *, agent: str | None = None, annotations: Mapping[str, Any] | None = None
+        self,
+        call: ToolCall,
+        *,
+        agent: str | None = None,
+        annotations: Mapping[str, Any] | None = None,
+        redeem: bool = False,
     ) -> Binding | None:
         """Bind an irreversible call to a bearer, or raise `Refused`.
 
-        Returns None when the action is reversible and may run without a binding. The returned
-        binding is not yet redeemed: pass it to `redeem` right before the tool runs.
+        Returns None when the action is reversible and may run without a binding. Without `redeem`
+        the binding is not yet used: pass it to `redeem` right before the tool runs. With `redeem`,
+        a caller that runs the tool at once marks it used in the same transaction, saving a commit.
         """
-        return self._bind(call, agent=agent, annotations=annotations, redeem=False)
+        return self._bind(call, agent=agent, annotations=annotations, redeem=redeem)
 
     def bind_many(
         self, calls: Sequence[tuple[ToolCall, str]], *, redeem: Sequence[bool] | None = None

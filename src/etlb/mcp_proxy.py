@@ -218,15 +218,16 @@ class _GatedProxy:
             call_id=str(ctx.request_id) if ctx.request_id is not None else None,
         )
 
-        # `bind` commits the binding before it returns, so the wait for it is shielded: a cancellation
-        # during the wait would drop the binding without an outcome. The checkpoint below delivers a
-        # pending cancellation with the binding in hand.
+        # `bind` commits the binding, already marked used for exactly this call, before it returns, so
+        # it cannot authorise a second run. The wait is shielded: a cancellation during it would drop
+        # the binding without an outcome. The checkpoint below delivers a pending cancellation with the
+        # binding in hand.
         try:
             annotations = await self._annotations_for(call.tool)
             call = dataclasses.replace(call, definition_digest=self._definitions.get(call.tool))
             with anyio.CancelScope(shield=True):
                 binding = await anyio.to_thread.run_sync(
-                    functools.partial(self._gate.bind, call, agent=self._agent, annotations=annotations)
+                    functools.partial(self._gate.bind, call, agent=self._agent, annotations=annotations, redeem=True)
                 )
         except Refused as refused:
             return _refusal_result(refused, server_name=self._server_name)
@@ -243,16 +244,6 @@ class _GatedProxy:
         except anyio.get_cancelled_exc_class():
             await self._complete(binding, Outcome.failed("not run: the client cancelled the call"))
             raise
-
-        # Redeeming marks the binding used for exactly this call, so it cannot authorise a second run.
-        try:
-            await anyio.to_thread.run_sync(
-                functools.partial(self._gate.redeem, binding, call, agent=self._agent, annotations=annotations)
-            )
-        except Exception as error:
-            logger.exception("cannot redeem binding %s for %s (server %r)", binding.id, call.tool, self._server_name)
-            await self._complete(binding, Outcome.failed(f"not run: redeeming the binding failed: {error}"))
-            return _gate_failure_result(call, error, server_name=self._server_name)
 
         return await self._forward_bound(binding, call)
 
