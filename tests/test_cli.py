@@ -419,6 +419,7 @@ def test_declare_json_fields(workspace: Workspace) -> None:
     assert fields == {
         "agents": ["treasury-bot"],
         "bearer": "alice",
+        "definitions": {},
         "domain": "payments",
         "key_id": alice_key_id(workspace),
         "kinds": ["payments.transfer"],
@@ -429,6 +430,7 @@ def test_declare_json_fields(workspace: Workspace) -> None:
         "used": {"amount": "0", "count": 0},
         "valid_from": "2020-01-01T00:00:00.000Z",
         "valid_until": "2100-01-01T00:00:00.000Z",
+        "when": None,
     }
 
 
@@ -526,6 +528,7 @@ unit = "EUR"
     assert fields == {
         "agents": ["treasury-bot", "audit-bot"],
         "bearer": "alice",
+        "definitions": {},
         "domain": "payments",
         "kinds": ["payments.transfer", "payments.refund"],
         "limits": {"max_amount": "10000", "max_count": 3, "max_total": None, "unit": "EUR"},
@@ -535,6 +538,7 @@ unit = "EUR"
         "used": {"amount": "0", "count": 0},
         "valid_from": "2020-01-01T00:00:00.000Z",
         "valid_until": "2020-01-31T00:00:00.000Z",
+        "when": None,
     }
 
 

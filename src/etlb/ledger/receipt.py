@@ -164,7 +164,7 @@ def _verified_record(records: dict[str, Any], part: str, size: int, root: bytes)
         proof = [base64.b64decode(item, validate=True) for item in proof_text]
     except (TypeError, ValueError, binascii.Error) as error:
         raise ReceiptError(f"{where}.inclusion_proof", "is not a list of base64 hashes") from error
-    # The last base64 character can carry unused bits; only the canonical text is accepted, so that
+    # The last base64 character can carry unused bits, so only the canonical text is accepted and
     # each proof has exactly one receipt text.
     if any(base64.b64encode(item).decode("ascii") != text for item, text in zip(proof, proof_text, strict=True)):
         raise ReceiptError(f"{where}.inclusion_proof", "has a hash that is not in canonical base64")
