@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck clean
+.PHONY: demo test test-postgres lint typecheck clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Both store backends: scripts/with-postgres.sh installs PostgreSQL if it can (root with apt-get),
+# starts a throwaway server on 127.0.0.1 for the run and stops it afterwards.
 test: $(STAMP) lint typecheck
-	$(BIN)/python -m pytest
+	bash scripts/with-postgres.sh $(BIN)/python -m pytest
+
+# Only the tests that run on PostgreSQL.
+test-postgres: $(STAMP)
+	bash scripts/with-postgres.sh $(BIN)/python -m pytest -k postgres
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,4 +1,8 @@
-"""Shared fixtures: a gate on a real SQLite file with a settable clock, and bearers who sign scopes."""
+"""Shared fixtures: a gate on a real store with a settable clock, and bearers who sign scopes.
+
+The store is a SQLite file unless a test module opts into both backends with
+`pytestmark = both_backends`, which runs each of its tests on SQLite and on PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from etlb.gate_key import create_gate_key
 from etlb.model import Bearer, BearerKey, Limits, Scope
 from etlb.signing import generate_private_key, key_id, public_jwk, sign_payload
 from etlb.store.sqlite import SQLiteStore
+from tests.backends import Backend, backend_for
 
 START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -42,6 +47,7 @@ class World:
     clock: Clock
     path: Path
     keys: dict[str, Ed25519PrivateKey] = field(default_factory=dict)
+    backend: Backend | None = None
 
     def add_bearer(self, bearer_id: str) -> Ed25519PrivateKey:
         private_key = generate_private_key()
@@ -88,14 +94,21 @@ class World:
         return self.gate.declare_scope(self.sign_scope(bearer_id, **fields))
 
 
-def build_world(tmp_path: Path, config_text: str) -> World:
+def build_world(tmp_path: Path, config_text: str, backend: Backend | None = None) -> World:
+    """Build a gate in `tmp_path`, on `backend` or else on `tmp_path / "etlb.db"`.
+
+    A PostgreSQL backend's URL must reach the configuration through ETLB_STORE, as the `backend`
+    fixture sets it, so that processes started from the configuration file find the same store.
+    """
     config_path = tmp_path / "etlb.toml"
     config_path.write_text(config_text, encoding="utf-8")
     config = parse_config(config_text, path=config_path)
     clock = Clock()
     signer = create_gate_key(tmp_path / "etlb-gate.key", None)
-    store = SQLiteStore(tmp_path / "etlb.db", signer=signer)
-    return World(Gate(config, store, clock=clock), clock, tmp_path / "etlb.db")
+    store = (
+        backend.open_store(signer=signer) if backend is not None else SQLiteStore(tmp_path / "etlb.db", signer=signer)
+    )
+    return World(Gate(config, store, clock=clock), clock, tmp_path / "etlb.db", backend=backend)
 
 
 PAYMENTS_CONFIG = """
@@ -129,7 +142,17 @@ consequence = "reversible"
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    built = build_world(tmp_path, PAYMENTS_CONFIG)
+def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    """The test's store backend: SQLite, or the one named by `both_backends` parametrization."""
+    with backend_for(getattr(request, "param", "sqlite"), tmp_path) as chosen:
+        if chosen.name != "sqlite":
+            # Configuration files name SQLite; the environment points every gate of the test here.
+            monkeypatch.setenv("ETLB_STORE", chosen.url)
+        yield chosen
+
+
+@pytest.fixture
+def world(tmp_path: Path, backend: Backend) -> Iterator[World]:
+    built = build_world(tmp_path, PAYMENTS_CONFIG, backend)
     yield built
     built.gate.close()

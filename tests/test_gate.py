@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from decimal import Decimal
 
 import anyio
@@ -12,8 +11,10 @@ import pytest
 from etlb.errors import BindingConsumed, DeclarationError, Refused, SignatureError
 from etlb.model import BearerStatus, OutcomeStatus, ReasonCode, ToolCall
 from etlb.signing import generate_private_key
-from etlb.store.sqlite import SQLiteStore
+from tests.backends import both_backends
 from tests.conftest import World
+
+pytestmark = both_backends
 
 
 def transfer(amount: str, account: str = "DE89-0001", currency: str = "EUR") -> ToolCall:
@@ -120,16 +121,11 @@ def test_locked_store_times_out_to_refusal(world: World) -> None:
     world.add_bearer("alice")
     world.declare("alice", kinds=["payments.transfer"])
     world.gate.store.close()
-    world.gate.store = SQLiteStore(world.path, busy_timeout=0.2)
-    blocker = sqlite3.connect(world.path, isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
+    assert world.backend is not None
+    world.gate.store = world.backend.open_store(timeout=0.2)
 
-    try:
-        with pytest.raises(Refused) as caught:
-            world.gate.bind(transfer("5"))
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
+    with world.backend.write_lock_held(), pytest.raises(Refused) as caught:
+        world.gate.bind(transfer("5"))
 
     assert caught.value.code is ReasonCode.STORE_UNAVAILABLE
     assert "locked" in caught.value.message
@@ -140,10 +136,10 @@ def test_forged_stored_scope_not_used(world: World) -> None:
     scope = world.declare("alice", kinds=["payments.transfer"], max_count=1)
     header, payload, signature = scope.jws.split(".")
     forged = ".".join([header, payload, signature[:-4] + ("AAAA" if signature[-4:] != "AAAA" else "BBBB")])
-    connection = sqlite3.connect(world.path)
-    connection.execute("DROP TRIGGER scopes_no_update")
+    assert world.backend is not None
+    connection = world.backend.connect()
+    world.backend.allow_changes(connection, "scopes")
     connection.execute("UPDATE scopes SET jws = ? WHERE id = ?", (forged, scope.id))
-    connection.commit()
     connection.close()
 
     with pytest.raises(Refused) as caught:
@@ -243,7 +239,8 @@ def test_execution_records_binding_before_body(world: World) -> None:
 
     with world.gate.execution(transfer("5")) as binding:
         # Another connection sees only committed data, so this proves the binding was durable first.
-        observer = sqlite3.connect(world.path)
+        assert world.backend is not None
+        observer = world.backend.connect()
         seen.append(observer.execute("SELECT id, scope_id FROM bindings").fetchone())
         seen.append(observer.execute("SELECT binding_id FROM redemptions").fetchone())
         observer.close()

@@ -23,8 +23,10 @@ from etlb.errors import Refused, SignatureError
 from etlb.gate import Gate
 from etlb.model import ReasonCode, ToolCall
 from etlb.resolve import Candidate, resolve
-from etlb.store.sqlite import SQLiteStore
+from tests.backends import both_backends
 from tests.conftest import World
+
+pytestmark = both_backends
 
 
 def commit_call() -> ToolCall:
@@ -41,7 +43,8 @@ def test_store_holds_no_private_key(world: World) -> None:
     )
     secret_forms = [raw, base64.urlsafe_b64encode(raw).rstrip(b"="), base64.b64encode(raw), raw.hex().encode()]
 
-    stored = b"".join(path.read_bytes() for path in world.path.parent.glob("etlb.db*"))
+    assert world.backend is not None
+    stored = world.backend.stored_bytes()
 
     assert stored
     for form in secret_forms:
@@ -86,7 +89,8 @@ def test_same_state_same_binding(world: World) -> None:
     world.add_bearer("bob")
     world.declare("alice", kinds=["git.commit"], valid_until=world.clock.now + timedelta(days=3))
     earliest = world.declare("bob", kinds=["git.commit"], valid_until=world.clock.now + timedelta(days=2))
-    second_gate = Gate(world.gate.config, SQLiteStore(world.path), clock=world.clock)
+    assert world.backend is not None
+    second_gate = Gate(world.gate.config, world.backend.open_store(), clock=world.clock)
 
     first = world.gate.explain(commit_call())[1].covering[0].scope.id
     second = second_gate.explain(commit_call())[1].covering[0].scope.id

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +15,10 @@ from etlb.errors import Refused
 from etlb.ledger.records import GENESIS_CHAIN_HASH, chain_hash, leaf_hash
 from etlb.ledger.verify import verify_ledger
 from etlb.model import ToolCall
+from tests.backends import both_backends
 from tests.conftest import World
+
+pytestmark = both_backends
 
 
 def commit_call(number: int) -> ToolCall:
@@ -35,18 +38,19 @@ def busy_world(world: World) -> World:
     return world
 
 
-def open_raw(world: World) -> sqlite3.Connection:
-    connection = sqlite3.connect(world.path, isolation_level=None)
-    for operation in ("update", "delete"):
-        connection.execute(f"DROP TRIGGER IF EXISTS ledger_no_{operation}")
+def open_raw(world: World) -> Any:
+    """Open a raw connection to the store with the ledger's insert-only triggers switched off."""
+    assert world.backend is not None
+    connection = world.backend.connect()
+    world.backend.allow_changes(connection, "ledger")
     return connection
 
 
-def rows(connection: sqlite3.Connection) -> list[tuple[int, bytes]]:
+def rows(connection: Any) -> list[tuple[int, bytes]]:
     return [(seq, bytes(record)) for seq, record in connection.execute("SELECT seq, record FROM ledger ORDER BY seq")]
 
 
-def rewrite_hashes(connection: sqlite3.Connection) -> None:
+def rewrite_hashes(connection: Any) -> None:
     """Recompute every leaf and chain hash, as an operator who knows the scheme would after an edit."""
     previous = GENESIS_CHAIN_HASH
     for seq, record in rows(connection):
@@ -55,7 +59,7 @@ def rewrite_hashes(connection: sqlite3.Connection) -> None:
         connection.execute("UPDATE ledger SET leaf_hash = ?, chain_hash = ? WHERE seq = ?", (leaf, previous, seq))
 
 
-def edit_record(connection: sqlite3.Connection, seq: int, change) -> None:
+def edit_record(connection: Any, seq: int, change) -> None:
     record = json.loads(dict(rows(connection))[seq])
     change(record)
     connection.execute("UPDATE ledger SET record = ? WHERE seq = ?", (canonical_bytes(record), seq))
@@ -140,7 +144,8 @@ def test_swapped_records_named(busy_world: World) -> None:
 
 
 def test_edited_usage_table_found(busy_world: World) -> None:
-    connection = sqlite3.connect(busy_world.path, isolation_level=None)
+    assert busy_world.backend is not None
+    connection = busy_world.backend.connect()
     connection.execute("UPDATE scope_usage SET count = 0")
     scope_id = busy_world.gate.store.list_scopes()[0].scope.id
 
@@ -172,9 +177,11 @@ def test_cli_names_tampered_record(busy_world: World, tmp_path: Path) -> None:
 
 
 def test_ledger_table_rejects_update(busy_world: World) -> None:
-    connection = sqlite3.connect(busy_world.path, isolation_level=None)
+    backend = busy_world.backend
+    assert backend is not None
+    connection = backend.connect()
 
-    with pytest.raises(sqlite3.IntegrityError, match="ledger is insert-only"):
-        connection.execute("UPDATE ledger SET record = x'00' WHERE seq = 0")
-    with pytest.raises(sqlite3.IntegrityError, match="ledger is insert-only"):
+    with pytest.raises(backend.insert_only_error, match="ledger is insert-only"):
+        connection.execute("UPDATE ledger SET record = ? WHERE seq = 0", (b"\x00",))
+    with pytest.raises(backend.insert_only_error, match="ledger is insert-only"):
         connection.execute("DELETE FROM ledger WHERE seq = 0")

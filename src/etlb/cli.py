@@ -49,7 +49,7 @@ from etlb.signing import (
     write_private_key,
     write_public_jwk,
 )
-from etlb.store import ScopeState, open_store
+from etlb.store import ScopeState, open_store, redact_url
 
 __all__ = ["main"]
 
@@ -119,7 +119,7 @@ def init(context: Context) -> None:
         size = store.ledger_size()
     finally:
         store.close()
-    console.print(f"store {config.store_url} is ready; its ledger has {size} records")
+    console.print(f"store {redact_url(config.store_url)} is ready; its ledger has {size} records")
     console.print(f"checkpoint verifier key (also in {verifier_path(config.key_path)}):\n{signer.verifier}")
 
 

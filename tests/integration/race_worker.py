@@ -32,17 +32,18 @@ def bind_many(config_path: str, count: int, barrier: Barrier, results: Any, argu
 
 def crash_after_ledger_insert(config_path: str) -> None:
     """Bind once, but kill the process after the binding row is written and before the commit."""
-    from etlb.store import sqlite
+    from etlb.store.common import RelationalStore
 
-    original = sqlite.SQLiteStore._append
+    original = RelationalStore._append
 
-    def append_then_crash(self: sqlite.SQLiteStore, connection: Any, record_type: Any, time: Any, data: Any) -> Any:
+    def append_then_crash(self: RelationalStore, connection: Any, record_type: Any, time: Any, data: Any) -> Any:
         entry = original(self, connection, record_type, time, data)
         if record_type.value == "binding":
             os._exit(17)
         return entry
 
-    sqlite.SQLiteStore._append = append_then_crash  # type: ignore[method-assign]
+    # Both backends append through the shared `RelationalStore._append`.
+    RelationalStore._append = append_then_crash  # type: ignore[method-assign]
     with Gate.from_config(Path(config_path)) as gate:
         gate.bind(
             ToolCall(
@@ -52,3 +53,32 @@ def crash_after_ledger_insert(config_path: str) -> None:
             ),
             agent="agent-1",
         )
+
+
+def crash_mid_batch(config_path: str, batch: int, crash_after: int) -> None:
+    """Bind `batch` transfers in one batch, and kill the process once `crash_after` bindings are written."""
+    from etlb.store.common import RelationalStore
+
+    original = RelationalStore._append
+    written: list[int] = []
+
+    def append_then_crash(self: RelationalStore, connection: Any, record_type: Any, time: Any, data: Any) -> Any:
+        entry = original(self, connection, record_type, time, data)
+        if record_type.value == "binding":
+            written.append(entry.sequence)
+            if len(written) == crash_after:
+                os._exit(17)
+        return entry
+
+    RelationalStore._append = append_then_crash  # type: ignore[method-assign]
+    calls = [
+        ToolCall(
+            tool="transfer",
+            server="bank",
+            arguments={"from_account": "DE89-0001", "amount": "1", "currency": "EUR", "reference": str(index)},
+        )
+        for index in range(batch)
+    ]
+    with Gate.from_config(Path(config_path)) as gate:
+        # One `decide_many` in the store: every binding of the batch is in one transaction.
+        gate.bind_many([(call, "agent-1") for call in calls])

@@ -12,11 +12,11 @@ import pytest
 from etlb.gate import Gate
 from etlb.ledger.verify import verify_ledger
 from etlb.model import ToolCall
-from etlb.store.sqlite import SQLiteStore
+from tests.backends import Backend, both_backends
 from tests.conftest import PAYMENTS_CONFIG, build_world
 from tests.integration import race_worker
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, both_backends]
 
 # Workers run on the real clock, so their scopes must be valid now rather than at the fixture's time.
 NOW_WINDOW = {
@@ -48,8 +48,8 @@ def run_workers(config_path: Path, per_worker: list[int], arguments: dict) -> tu
     return bound, refused
 
 
-def test_last_units_race_across_processes(tmp_path: Path) -> None:
-    world = build_world(tmp_path, PAYMENTS_CONFIG)
+def test_last_units_race_across_processes(tmp_path: Path, backend: Backend) -> None:
+    world = build_world(tmp_path, PAYMENTS_CONFIG, backend)
     world.add_bearer("alice")
     scope = world.declare("alice", kinds=["payments.transfer"], max_count=10, **NOW_WINDOW)
     world.gate.close()
@@ -62,7 +62,7 @@ def test_last_units_race_across_processes(tmp_path: Path) -> None:
     assert sum(per_worker) == 100
     assert bound == 10
     assert refused == {"count_exhausted": 90}
-    store = SQLiteStore(tmp_path / "etlb.db")
+    store = backend.open_store()
     records = [json.loads(entry.record) for entry in store.ledger_entries()]
     assert [record["seq"] for record in records] == list(range(len(records)))
     assert sum(record["type"] == "binding" for record in records) == 10
@@ -73,8 +73,8 @@ def test_last_units_race_across_processes(tmp_path: Path) -> None:
     store.close()
 
 
-def test_budget_race_across_processes(tmp_path: Path) -> None:
-    world = build_world(tmp_path, PAYMENTS_CONFIG)
+def test_budget_race_across_processes(tmp_path: Path, backend: Backend) -> None:
+    world = build_world(tmp_path, PAYMENTS_CONFIG, backend)
     world.add_bearer("alice")
     scope = world.declare("alice", kinds=["payments.transfer"], max_total="20", unit="EUR", **NOW_WINDOW)
     world.gate.close()
@@ -85,14 +85,14 @@ def test_budget_race_across_processes(tmp_path: Path) -> None:
 
     assert bound == 2
     assert refused == {"budget_exhausted": 18}
-    store = SQLiteStore(tmp_path / "etlb.db")
+    store = backend.open_store()
     assert str(store.usage_table()[scope.id].amount) == "18"
     assert verify_ledger(store.ledger_entries(), usage_table=store.usage_table()).problems == []
     store.close()
 
 
-def test_crash_before_commit_leaves_no_binding(tmp_path: Path) -> None:
-    world = build_world(tmp_path, PAYMENTS_CONFIG)
+def test_crash_before_commit_leaves_no_binding(tmp_path: Path, backend: Backend) -> None:
+    world = build_world(tmp_path, PAYMENTS_CONFIG, backend)
     world.add_bearer("alice")
     scope = world.declare("alice", kinds=["payments.transfer"], max_count=1, **NOW_WINDOW)
     size_before = world.gate.store.ledger_size()
@@ -104,7 +104,7 @@ def test_crash_before_commit_leaves_no_binding(tmp_path: Path) -> None:
     worker.join(timeout=60)
 
     assert worker.exitcode == 17
-    store = SQLiteStore(tmp_path / "etlb.db")
+    store = backend.open_store()
     assert store.ledger_size() == size_before
     assert store.usage_table()[scope.id].count == 0
     assert verify_ledger(store.ledger_entries(), usage_table=store.usage_table()).problems == []
@@ -114,6 +114,28 @@ def test_crash_before_commit_leaves_no_binding(tmp_path: Path) -> None:
         binding = gate.bind(transfer_call(), agent="agent-1")
     assert binding is not None
     assert binding.scope_id == scope.id
+
+
+def test_crash_mid_batch_leaves_nothing(tmp_path: Path, backend: Backend) -> None:
+    world = build_world(tmp_path, PAYMENTS_CONFIG, backend)
+    world.add_bearer("alice")
+    scope = world.declare("alice", kinds=["payments.transfer"], max_count=10, **NOW_WINDOW)
+    size_before = world.gate.store.ledger_size()
+    checkpoints_before = list(world.gate.store.checkpoints())
+    world.gate.close()
+    context = multiprocessing.get_context("spawn")
+
+    worker = context.Process(target=race_worker.crash_mid_batch, args=(str(tmp_path / "etlb.toml"), 5, 3))
+    worker.start()
+    worker.join(timeout=60)
+
+    assert worker.exitcode == 17
+    store = backend.open_store()
+    assert store.ledger_size() == size_before
+    assert list(store.checkpoints()) == checkpoints_before
+    assert store.usage_table()[scope.id].count == 0
+    assert verify_ledger(store.ledger_entries(), usage_table=store.usage_table()).problems == []
+    store.close()
 
 
 def transfer_call() -> ToolCall:

@@ -2,9 +2,13 @@
 
 Contract for every backend:
 - Each method is one transaction: it commits completely, or raises and leaves no trace.
-- `decide` runs the judge and writes its result under a lock that serialises every reservation on
-  the store, so that N concurrent requests against a scope with k units left produce exactly
-  min(N, k) bindings, across threads and processes.
+- `decide_many` runs each request's judge and writes its result under a lock that serialises every
+  reservation on the store. So N concurrent requests against a scope with k units left produce
+  exactly min(N, k) bindings, across threads, processes and (with PostgreSQL) hosts.
+- The requests of one `decide_many` share one transaction, one commit and one checkpoint, and each is
+  judged against the usage that the requests before it left. A judge that raises refuses only its
+  own request, with `internal_error`. Any other failure raises and commits none of the batch.
+  `decide` is a batch of one.
 - Ledger sequence numbers are gapless from 0 and each record's chain hash commits to all before it.
 - Backend errors are raised as `StoreError` (or `StoreUnavailable` when the store cannot be reached).
 """
@@ -21,7 +25,7 @@ from etlb.ledger.records import LedgerEntry
 from etlb.model import Action, Bearer, BearerStatus, Binding, Outcome, Refusal, Scope, ScopeUsage
 from etlb.resolve import Resolution
 
-__all__ = ["BindingState", "Judge", "LedgerQuery", "ReceiptMaterial", "ScopeState", "Store"]
+__all__ = ["BindingState", "DecideRequest", "Judge", "LedgerQuery", "ReceiptMaterial", "ScopeState", "Store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,15 @@ class LedgerQuery:
 Judge = Callable[[Sequence[ScopeState]], Resolution]
 
 
+@dataclass(frozen=True, slots=True)
+class DecideRequest:
+    """One action to decide in `Store.decide_many`: its judge, and whether to redeem its binding at once."""
+
+    action: Action
+    judge: Judge
+    redeem: bool = False
+
+
 class Store(Protocol):
     def close(self) -> None: ...
 
@@ -85,6 +98,8 @@ class Store(Protocol):
     def list_scopes(self, *, bearer: str | None = None) -> list[ScopeState]: ...
 
     def decide(self, action: Action, *, time: datetime, judge: Judge, redeem: bool = False) -> Binding | Refusal: ...
+
+    def decide_many(self, requests: Sequence[DecideRequest], *, time: datetime) -> list[Binding | Refusal]: ...
 
     def append_refusal(self, refusal: Refusal) -> LedgerEntry: ...
 
