@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-postgres lint typecheck clean
+.PHONY: demo test test-postgres bench lint typecheck clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ test: $(STAMP) lint typecheck
 # Only the tests that run on PostgreSQL.
 test-postgres: $(STAMP)
 	bash scripts/with-postgres.sh $(BIN)/python -m pytest -k postgres
+
+# Every benchmark in one run, SQLite and PostgreSQL, each figure beside its reference; results in
+# benchmarks/results.md. Takes about 20 minutes on 2 cores, most of it building a million-record ledger.
+bench: $(STAMP)
+	bash scripts/with-postgres.sh sh -c '$(BIN)/python benchmarks/decision_bench.py && \
+		$(BIN)/python benchmarks/service_bench.py && \
+		$(BIN)/python benchmarks/proxy_bench.py && \
+		$(BIN)/python benchmarks/ledger_bench.py'
 
 clean:
 	rm -rf $(VENV) build *.egg-info
