@@ -216,8 +216,8 @@ class Gate:
     ) -> tuple[Action, Resolution]:
         """Classify and resolve a call without binding or recording anything, for `etlb check`."""
         action = self.classify(call, agent=agent, annotations=annotations)
-        # The resolver ignores scopes whose kinds do not match, so all scopes can be passed here.
-        return action, self._judge(action, self.store.list_scopes(), self._clock())
+        now = self._clock()
+        return action, self._judge(action, self.store.candidates(action, time=now), now)
 
     def redeem(
         self,

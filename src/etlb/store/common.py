@@ -536,13 +536,22 @@ class RelationalStore(abc.ABC):
         with self._write() as connection:
             return [self._decide_one(connection, request, time) for request in requests]
 
-    def _decide_one(self, connection: Transaction, request: DecideRequest, time: datetime) -> Binding | Refusal:
-        action = request.action
-        states = [
+    def candidates(self, action: Action, *, time: datetime) -> list[ScopeState]:
+        """Return the scopes the kind index finds for an action, with their usage at `time`; writes nothing."""
+        with self._read() as connection:
+            return self._candidates(connection, action, time)
+
+    def _candidates(self, connection: Transaction, action: Action, time: datetime) -> list[ScopeState]:
+        # A scope that covers a compound action covers its first part too, so that part's kind finds it.
+        return [
             state
             for scope_id in self._candidate_scope_ids(connection, action.kind)
             if (state := self._load_scope_state(connection, scope_id, now=time)) is not None
         ]
+
+    def _decide_one(self, connection: Transaction, request: DecideRequest, time: datetime) -> Binding | Refusal:
+        action = request.action
+        states = self._candidates(connection, action, time)
         try:
             resolution = request.judge(states)
         except Exception as error:
