@@ -190,6 +190,8 @@ class PostgresStore(RelationalStore):
             )
             raise StoreUnavailable(message, hint="look for a stuck etlb process or a long transaction") from error
         except psycopg.OperationalError as error:
+            # NOTE: a connection lost during COMMIT leaves it unknown whether the transaction committed.
+            # The caller refuses the action (fail closed); a binding that did commit then has no outcome.
             message = f"store {self._location} is unavailable: {_first_line(error)}"
             raise StoreUnavailable(message) from error
         except psycopg.Error as error:
