@@ -55,7 +55,9 @@ async def blocking(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await anyio.to_thread.run_sync(functools.partial(function, *args, **kwargs))
 
 
-def _service(request: Request) -> Service:
+# Dependencies that do no I/O are coroutines, because FastAPI runs a plain function dependency in its
+# thread pool, and each such hop adds latency to every request.
+async def _service(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
 
@@ -69,7 +71,7 @@ async def _agent(service: ServiceDependency, credentials: _AgentCredentials) -> 
     return await service.authenticator.agent(credentials)
 
 
-def _administrator(service: ServiceDependency, credentials: _AdminCredentials) -> Principal:
+async def _administrator(service: ServiceDependency, credentials: _AdminCredentials) -> Principal:
     return service.authenticator.administrator(credentials)
 
 
