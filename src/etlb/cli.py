@@ -877,5 +877,45 @@ def _scope_json(state: ScopeState) -> dict[str, Any]:
     }
 
 
+@cli.group()
+def hook() -> None:
+    """Hooks for coding agents that call etlb before each tool runs."""
+
+
+@hook.command("claude-code")
+@click.option("--agent", help="Agent id the gate binds calls to (default: [gate] agent of the configuration).")
+@click.option(
+    "--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True, help="Seconds before denying."
+)
+@pass_context
+def hook_claude_code(context: Context, agent: str | None, timeout: float) -> None:
+    """Read a Claude Code PreToolUse or PostToolUse input on stdin; print the decision JSON.
+
+    Anything but a binding or a reversible action is a deny: a refusal, bad input, a missing store,
+    an error or a decision slower than --timeout.
+    """
+    import signal
+
+    from etlb.integrations.claude_code import decide_hook, deny
+
+    def too_slow(*_: object) -> None:
+        raise TimeoutError
+
+    signal.signal(signal.SIGALRM, too_slow)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        try:
+            payload = json.loads(sys.stdin.read())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            answer = deny(f"etlb: the hook input is not JSON, so the call is denied: {error}")
+        else:
+            answer = decide_hook(payload, lambda: Gate.from_config(context.config_path), agent=agent)
+    except TimeoutError:
+        answer = deny(f"etlb: the liability gate did not decide within {timeout:g} s, so the call is denied")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    click.echo(json.dumps(answer))
+
+
 cli.add_command(ledger)
 cli.add_command(receipt)

@@ -1,0 +1,1 @@
+"""Adapters that put the gate at the interception points agent runtimes already have."""
