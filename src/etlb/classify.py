@@ -23,12 +23,12 @@ from typing import Any
 
 from etlb.analysis.shell import analyse_shell
 from etlb.analysis.sql import analyse_sql
-from etlb.canonical import canonical_bytes, sha256_hex
+from etlb.canonical import canonical_bytes, sha256_digest, sha256_hex
 from etlb.config import Config, RuleConfig
 from etlb.errors import ClassificationError
 from etlb.model import Action, ActionPart, Amount, Consequence, ToolCall, action_fields
 
-__all__ = ["Classifier"]
+__all__ = ["Classifier", "unclassified_action"]
 
 _FORMATTER = string.Formatter()
 
@@ -239,3 +239,38 @@ def _amount(rule: RuleConfig, call: ToolCall) -> Amount | None:
         return Amount(value, unit)
     except ValueError as error:
         raise ClassificationError(str(error)) from error
+
+
+def unclassified_action(call: ToolCall, agent: str) -> Action:
+    """Describe a call without classifying it, as an unknown irreversible tool, so that its refusal names it.
+
+    Arguments that are not plain JSON are left out of the digest rather than failing again.
+    """
+    kind = _default_kind(call)
+    arguments = call.arguments if isinstance(call.arguments, dict) else {}
+    fields = action_fields(
+        kind=kind,
+        resource=_default_resource(call),
+        consequence=Consequence.IRREVERSIBLE,
+        agent=agent,
+        tool=str(call.tool),
+        server=call.server,
+        arguments=arguments,
+        amount=None,
+    )
+    try:
+        digest = sha256_digest(fields)
+    except ValueError:
+        fields = {**fields, "arguments": {}}
+        digest = sha256_digest(fields)
+    return Action(
+        kind=kind,
+        resource=fields["resource"],
+        consequence=Consequence.IRREVERSIBLE,
+        agent=agent,
+        tool=str(call.tool),
+        server=call.server,
+        arguments=fields["arguments"],
+        amount=None,
+        digest=digest,
+    )

@@ -18,21 +18,18 @@ stays without an outcome, which reports as `unknown`.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar
 
-import anyio.to_thread
 import httpx
 
-from etlb.canonical import sha256_digest
+from etlb.classify import unclassified_action
 from etlb.errors import (
     BindingConsumed,
     ConfigError,
@@ -43,7 +40,8 @@ from etlb.errors import (
     SignatureError,
     StoreUnavailable,
 )
-from etlb.model import Action, Binding, Consequence, Outcome, ReasonCode, Refusal, ToolCall, action_fields
+from etlb.guarding import error_text, guard_function
+from etlb.model import Binding, Outcome, ReasonCode, Refusal, ToolCall
 from etlb.resolve import refusal_message
 from etlb.wire import binding_from_json, refused_from_json, tool_call_json
 
@@ -148,7 +146,7 @@ class Client:
         try:
             yield binding
         except BaseException as error:
-            self._record_outcome(binding, Outcome.failed(_error_text(error)))
+            self._record_outcome(binding, Outcome.failed(error_text(error)))
             raise
         self._record_outcome(binding, Outcome.succeeded())
 
@@ -158,52 +156,10 @@ class Client:
         """Decorate a sync or async function so that each call passes the gate first, as `Gate.guard` does."""
 
         def decorate(function: Callable[P, R]) -> Callable[P, R]:
-            signature = inspect.signature(function)
-            tool_name = tool or function.__name__
+            def bind(call: ToolCall) -> Binding | None:
+                return self._bind(call, agent=agent, redeem=True)
 
-            def tool_call(*args: Any, **kwargs: Any) -> ToolCall:
-                bound = signature.bind(*args, **kwargs)
-                bound.apply_defaults()
-                return ToolCall(tool=tool_name, arguments=dict(bound.arguments), server=server)
-
-            if inspect.iscoroutinefunction(function):
-                asynchronous = cast(Callable[..., Awaitable[Any]], function)
-
-                @functools.wraps(function)
-                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    call = tool_call(*args, **kwargs)
-                    bind = functools.partial(self._bind, call, agent=agent, redeem=True)
-                    binding = await anyio.to_thread.run_sync(bind)
-                    if binding is None:
-                        return await asynchronous(*args, **kwargs)
-
-                    try:
-                        result = await asynchronous(*args, **kwargs)
-                    except BaseException as error:
-                        outcome = Outcome.failed(_error_text(error))
-                        await anyio.to_thread.run_sync(self._record_outcome, binding, outcome)
-                        raise
-                    await anyio.to_thread.run_sync(self._record_outcome, binding, _success(result))
-                    return result
-
-                return cast(Callable[P, R], async_wrapper)
-
-            @functools.wraps(function)
-            def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-                call = tool_call(*args, **kwargs)
-                binding = self._bind(call, agent=agent, redeem=True)
-                if binding is None:
-                    return function(*args, **kwargs)
-
-                try:
-                    result = function(*args, **kwargs)
-                except BaseException as error:
-                    self._record_outcome(binding, Outcome.failed(_error_text(error)))
-                    raise
-                self._record_outcome(binding, _success(result))
-                return result
-
-            return wrapper
+            return guard_function(function, tool=tool, server=server, bind=bind, record_outcome=self._record_outcome)
 
         return decorate
 
@@ -283,7 +239,7 @@ class Client:
             message = f"the etlb service at {self.url} did not respond to {method} {path} within {self.timeout} s"
             raise StoreUnavailable(message, hint="check the service's health: GET /health") from error
         except httpx.HTTPError as error:
-            message = f"the etlb service at {self.url} cannot be reached: {_error_text(error)}"
+            message = f"the etlb service at {self.url} cannot be reached: {error_text(error)}"
             raise StoreUnavailable(message, hint="start it with: etlb serve, or check the URL") from error
 
     def _refusal_from_response(self, call: ToolCall, response: httpx.Response) -> Refused:
@@ -307,7 +263,7 @@ class Client:
         return self._client_refusal(call, reason, problem)
 
     def _client_refusal(self, call: ToolCall, code: ReasonCode, detail: str) -> Refused:
-        action = _unsent_action(call, self._agent or _UNKNOWN_AGENT)
+        action = unclassified_action(call, self._agent or _UNKNOWN_AGENT)
         logger.error("event=refusal agent=%s action=%s reason=%s error=%s", action.agent, action.digest, code, detail)
         refusal = Refusal(
             id=f"refusal-{secrets.token_hex(12)}",
@@ -350,46 +306,3 @@ def _error_from_response(response: httpx.Response) -> EtlbError:
     if not code and response.status_code >= 500:
         kind = StoreUnavailable
     return kind(f"the etlb service responded {code or response.status_code}: {detail}", hint=document.get("hint", ""))
-
-
-def _unsent_action(call: ToolCall, agent: str) -> Action:
-    """Describe a call that the service did not decide, so that its client-side refusal names it."""
-    kind = f"tool.{call.server}.{call.tool}" if call.server else f"tool.{call.tool}"
-    resource = f"tool:{call.server}/{call.tool}" if call.server else f"tool:{call.tool}"
-    fields = action_fields(
-        kind=kind,
-        resource=resource,
-        consequence=Consequence.IRREVERSIBLE,
-        agent=agent,
-        tool=call.tool,
-        server=call.server,
-        arguments=call.arguments,
-        amount=None,
-    )
-    try:
-        digest = sha256_digest(fields)
-    except ValueError:
-        fields = {**fields, "arguments": {}}
-        digest = sha256_digest(fields)
-    return Action(
-        kind=kind,
-        resource=resource,
-        consequence=Consequence.IRREVERSIBLE,
-        agent=agent,
-        tool=call.tool,
-        server=call.server,
-        arguments=fields["arguments"],
-        amount=None,
-        digest=digest,
-    )
-
-
-def _error_text(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
-
-
-def _success(result: Any) -> Outcome:
-    try:
-        return Outcome.succeeded(sha256_digest(result))
-    except ValueError:
-        return Outcome.succeeded()

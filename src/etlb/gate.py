@@ -14,20 +14,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, ParamSpec, TypeVar, cast
 
-import anyio.to_thread
-
 from etlb.analysis import AnalysisError
-from etlb.canonical import sha256_digest
-from etlb.classify import Classifier
+from etlb.classify import Classifier, unclassified_action
 from etlb.config import Config, load_config
 from etlb.declarations import REVOCATION_TYP, REVOCATION_TYPE, SCOPE_TYP, scope_from_payload, scope_id_for
 from etlb.errors import (
@@ -42,6 +38,7 @@ from etlb.errors import (
     StoreUnavailable,
 )
 from etlb.gate_key import load_gate_signer
+from etlb.guarding import error_text, guard_function
 from etlb.ledger.receipt import build_receipt
 from etlb.ledger.records import LedgerEntry
 from etlb.model import (
@@ -55,7 +52,6 @@ from etlb.model import (
     Refusal,
     Scope,
     ToolCall,
-    action_fields,
 )
 from etlb.resolve import Candidate, Resolution, refusal_message, resolve
 from etlb.signing import read_unverified, verify_jws
@@ -204,7 +200,7 @@ class Gate:
         except Exception as error:
             logger.exception("resolution of a batch of %d actions failed", len(pending))
             for index, action in pending:
-                results[index] = self._refusal_error(action, ReasonCode.INTERNAL_ERROR, _error_text(error), now)
+                results[index] = self._refusal_error(action, ReasonCode.INTERNAL_ERROR, error_text(error), now)
             return results
 
         for (index, action), result in zip(pending, decided, strict=True):
@@ -261,7 +257,7 @@ class Gate:
         try:
             yield binding
         except BaseException as error:
-            self._record_outcome(binding, Outcome.failed(_error_text(error)))
+            self._record_outcome(binding, Outcome.failed(error_text(error)))
             raise
         self._record_outcome(binding, Outcome.succeeded())
 
@@ -275,51 +271,10 @@ class Gate:
         """
 
         def decorate(function: Callable[P, R]) -> Callable[P, R]:
-            signature = inspect.signature(function)
-            tool_name = tool or function.__name__
+            def bind(call: ToolCall) -> Binding | None:
+                return self._bind(call, agent=agent, annotations=None, redeem=True)
 
-            def tool_call(*args: Any, **kwargs: Any) -> ToolCall:
-                bound = signature.bind(*args, **kwargs)
-                bound.apply_defaults()
-                return ToolCall(tool=tool_name, arguments=dict(bound.arguments), server=server)
-
-            if inspect.iscoroutinefunction(function):
-                asynchronous = cast(Callable[..., Awaitable[Any]], function)
-
-                @functools.wraps(function)
-                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    call = tool_call(*args, **kwargs)
-                    binding = await anyio.to_thread.run_sync(
-                        functools.partial(self._bind, call, agent=agent, annotations=None, redeem=True)
-                    )
-                    if binding is None:
-                        return await asynchronous(*args, **kwargs)
-                    try:
-                        result = await asynchronous(*args, **kwargs)
-                    except BaseException as error:
-                        outcome = Outcome.failed(_error_text(error))
-                        await anyio.to_thread.run_sync(self._record_outcome, binding, outcome)
-                        raise
-                    await anyio.to_thread.run_sync(self._record_outcome, binding, _success(result))
-                    return result
-
-                return cast(Callable[P, R], async_wrapper)
-
-            @functools.wraps(function)
-            def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-                call = tool_call(*args, **kwargs)
-                binding = self._bind(call, agent=agent, annotations=None, redeem=True)
-                if binding is None:
-                    return function(*args, **kwargs)
-                try:
-                    result = function(*args, **kwargs)
-                except BaseException as error:
-                    self._record_outcome(binding, Outcome.failed(_error_text(error)))
-                    raise
-                self._record_outcome(binding, _success(result))
-                return result
-
-            return wrapper
+            return guard_function(function, tool=tool, server=server, bind=bind, record_outcome=self._record_outcome)
 
         return decorate
 
@@ -434,10 +389,10 @@ class Gate:
         except ClassificationError as error:
             # The analysers carry their own reason codes: opaque_target and analysis_limit_exceeded.
             code = ReasonCode(error.code) if isinstance(error, AnalysisError) else ReasonCode.CLASSIFICATION_FAILED
-            self._refuse(_unclassified_action(call, agent_id), code, str(error), now)
+            self._refuse(unclassified_action(call, agent_id), code, str(error), now)
         except Exception as error:
             logger.exception("classification of tool %r failed", call.tool)
-            self._refuse(_unclassified_action(call, agent_id), ReasonCode.INTERNAL_ERROR, _error_text(error), now)
+            self._refuse(unclassified_action(call, agent_id), ReasonCode.INTERNAL_ERROR, error_text(error), now)
 
         if action.consequence is Consequence.REVERSIBLE:
             logger.info("event=pass agent=%s action=%s kind=%s", agent_id, action.digest, action.kind)
@@ -457,7 +412,7 @@ class Gate:
             self._refuse(action, ReasonCode.STORE_UNAVAILABLE, str(error), now, record=False)
         except Exception as error:
             logger.exception("resolution of action %s failed", action.digest)
-            self._refuse(action, ReasonCode.INTERNAL_ERROR, _error_text(error), now)
+            self._refuse(action, ReasonCode.INTERNAL_ERROR, error_text(error), now)
 
         if isinstance(result, Refusal):
             logger.info(
@@ -487,8 +442,8 @@ class Gate:
             code, detail = ReasonCode.CLASSIFICATION_FAILED, str(error)
         except Exception as error:
             logger.exception("classification of tool %r failed", call.tool)
-            code, detail = ReasonCode.INTERNAL_ERROR, _error_text(error)
-        raise self._refusal_error(_unclassified_action(call, agent_id), code, detail, now)
+            code, detail = ReasonCode.INTERNAL_ERROR, error_text(error)
+        raise self._refusal_error(unclassified_action(call, agent_id), code, detail, now)
 
     def _judge_at(self, action: Action, now: datetime) -> Callable[[Sequence[ScopeState]], Resolution]:
         return lambda states: self._judge(action, states, now)
@@ -580,46 +535,3 @@ def _signature_valid(state: ScopeState) -> bool:
     if key is None or scope_id_for(state.scope.jws) != state.scope.id:
         return False
     return _verified(state.scope.jws, key.public_jwk["x"])
-
-
-def _unclassified_action(call: ToolCall, agent: str) -> Action:
-    """Describe a call that could not be classified, so that its refusal can still be recorded."""
-    kind = f"tool.{call.server}.{call.tool}" if call.server else f"tool.{call.tool}"
-    arguments = call.arguments if isinstance(call.arguments, dict) else {}
-    fields = action_fields(
-        kind=kind,
-        resource=f"tool:{call.server}/{call.tool}" if call.server else f"tool:{call.tool}",
-        consequence=Consequence.IRREVERSIBLE,
-        agent=agent,
-        tool=str(call.tool),
-        server=call.server,
-        arguments=arguments,
-        amount=None,
-    )
-    try:
-        digest = sha256_digest(fields)
-    except ValueError:
-        fields = {**fields, "arguments": {}}
-        digest = sha256_digest(fields)
-    return Action(
-        kind=kind,
-        resource=fields["resource"],
-        consequence=Consequence.IRREVERSIBLE,
-        agent=agent,
-        tool=str(call.tool),
-        server=call.server,
-        arguments=fields["arguments"],
-        amount=None,
-        digest=digest,
-    )
-
-
-def _error_text(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
-
-
-def _success(result: Any) -> Outcome:
-    try:
-        return Outcome.succeeded(sha256_digest(result))
-    except ValueError:
-        return Outcome.succeeded()
