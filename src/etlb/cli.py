@@ -530,7 +530,12 @@ def check(
 
     reversible = action.consequence.value == "reversible"
     chosen = resolution.covering[0].scope if resolution.covering else None
-    decision = "pass" if reversible else ("bind" if chosen else "refuse")
+    if reversible:
+        decision = "pass"
+    elif chosen is not None:
+        decision = "bind"
+    else:
+        decision = "refuse"
     if as_json:
         print_json(
             {

@@ -460,7 +460,7 @@ class ScopeUsage:
 
 @dataclass(frozen=True, slots=True)
 class ScopeReason:
-    """Why one scope that came close did not cover an action."""
+    """The reason one scope that came close did not cover an action."""
 
     scope_id: str
     bearer: str
@@ -509,7 +509,7 @@ class Binding:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What happened after a bound action ran. `detail` is a result digest or the error text."""
+    """The result of a bound action after it ran. `detail` is a result digest or the error text."""
 
     status: OutcomeStatus
     detail: str = ""
