@@ -47,6 +47,24 @@ def test_bind_names_bearer_and_scope(world: World) -> None:
     assert record["data"]["action"]["digest"] == binding.action.digest
 
 
+def test_call_id_recorded_outside_digest(world: World) -> None:
+    world.add_bearer("alice")
+    world.declare("alice", kinds=["payments.transfer"], max_amount="10000", unit="EUR")
+    first = ToolCall(tool="transfer", server="bank", arguments=transfer("10").arguments, call_id="call-1")
+    second = ToolCall(tool="transfer", server="bank", arguments=transfer("10").arguments, call_id="call-2")
+
+    bound = world.gate.bind(first)
+    with pytest.raises(Refused):
+        world.gate.bind(ToolCall(tool="purge", server="cdn", call_id="call-3"))
+    again = world.gate.bind(second)
+
+    assert bound is not None and again is not None
+    assert bound.action.digest == again.action.digest
+    records = ledger_records(world)[-3:]
+    assert [record["data"]["action"]["call_id"] for record in records] == ["call-1", "call-3", "call-2"]
+    assert "call_id" not in ledger_records(world)[0]["data"]
+
+
 def test_refusal_recorded_with_reasons(world: World) -> None:
     world.add_bearer("alice")
     scope = world.declare("alice", kinds=["payments.transfer"], max_amount="10000", unit="EUR")

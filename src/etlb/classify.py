@@ -97,6 +97,7 @@ class Classifier:
             digest=digest,
             parts=parts,
             definition_digest=call.definition_digest,
+            call_id=call.call_id,
         )
 
     def _match_rule(self, call: ToolCall) -> RuleConfig | None:
@@ -273,4 +274,5 @@ def unclassified_action(call: ToolCall, agent: str) -> Action:
         arguments=fields["arguments"],
         amount=None,
         digest=digest,
+        call_id=call.call_id,
     )

@@ -208,7 +208,9 @@ class Action:
     `parts` lists the irreversible effects of an analysed compound call (a shell command line, a SQL
     statement list); a scope covers the action only if it covers every part. A plain call has no
     parts and is covered through its own kind and resource. `definition_digest` is the digest of the
-    tool definition the server showed, when an adapter knows it.
+    tool definition the server showed, when an adapter knows it. `call_id` is the runtime's id for
+    the call; it is recorded beside the action but is not part of the digest, so the same action
+    asked for twice has one digest.
     """
 
     kind: str
@@ -222,6 +224,7 @@ class Action:
     digest: str
     parts: tuple[ActionPart, ...] = ()
     definition_digest: str | None = None
+    call_id: str | None = None
 
     @property
     def requirements(self) -> tuple[ActionPart, ...]:

@@ -27,13 +27,14 @@ from tlog_scales.signing import Vkey
 from tlog_scales.tlog import Checkpoint as OracleCheckpoint
 from tlog_scales.tlog import InclusionProof
 
-from etlb.canonical import canonical_bytes
+from etlb.canonical import canonical_bytes, sha256_digest
 from etlb.declarations import SCOPE_TYP
 from etlb.errors import NotFoundError, Refused
 from etlb.gate_key import create_gate_key, load_gate_signer
 from etlb.ledger.checkpoint import CheckpointSigner, NoteVerifier, parse_verifier_key
 from etlb.ledger.merkle import inclusion_proof, leaf_hash, perfect_nodes_for_append, root_hash
 from etlb.ledger.receipt import ReceiptError, ReceiptMaterial, ReceiptSummary, build_receipt, verify_receipt
+from etlb.ledger.records import action_from_json
 from etlb.model import Binding, ToolCall
 from etlb.signing import generate_private_key, public_jwk, read_unverified, sign_payload
 from tests.conftest import PAYMENTS_CONFIG, World, build_world
@@ -524,6 +525,17 @@ def set_field(sequence: int, path: tuple[str, ...], value: Any) -> Callable[[lis
     return edit
 
 
+def set_action_field(field: str, value: Any) -> Callable[[list[dict[str, Any]]], None]:
+    """Change the bound action and recompute its digest, as a forger holding the gate key would."""
+
+    def edit(records: list[dict[str, Any]]) -> None:
+        action = records[2]["data"]["action"]
+        action[field] = value
+        action["digest"] = sha256_digest(action_from_json(action).canonical_fields())
+
+    return edit
+
+
 FORGERIES = [
     pytest.param(raise_scope_cap, "scope.jws", "the bearer's signature does not verify", id="scope-payload-changed"),
     pytest.param(resign_scope, "scope.jws", "the bearer's signature does not verify", id="scope-signed-by-other-key"),
@@ -536,11 +548,17 @@ FORGERIES = [
     pytest.param(
         set_field(2, ("data", "action", "kind"), "payments.refund"),
         "records.binding",
+        "the action's digest is not the SHA-256 of its fields",
+        id="action-changed-digest-kept",
+    ),
+    pytest.param(
+        set_action_field("kind", "payments.refund"),
+        "records.binding",
         "the action is not covered by the scope: kind payments.refund is not covered by kinds payments.transfer",
         id="kind-not-covered",
     ),
     pytest.param(
-        set_field(2, ("data", "action", "resource"), "account:DE02"),
+        set_action_field("resource", "account:DE02"),
         "records.binding",
         "the action is not covered by the scope: resource account:DE02 is not covered by account:DE01",
         id="resource-not-covered",

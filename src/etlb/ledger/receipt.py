@@ -20,7 +20,7 @@ from etlb.declarations import SCOPE_TYP, scope_from_payload, scope_id_for
 from etlb.errors import EtlbError
 from etlb.ledger import merkle
 from etlb.ledger.checkpoint import CheckpointError, NoteVerifier, verify_checkpoint
-from etlb.ledger.records import action_from_json
+from etlb.ledger.records import action_digest_matches, action_from_json
 from etlb.model import format_time, parse_time
 from etlb.resolve import coverage_failure
 from etlb.signing import key_id, verify_jws
@@ -243,6 +243,8 @@ def _check_binding(
         raise ReceiptError("binding_id", "does not match records.binding")
     if action["digest"] != receipt.get("action_digest"):
         raise ReceiptError("action_digest", "does not match the action in records.binding")
+    if not action_digest_matches(action):
+        raise ReceiptError("records.binding", "the action's digest is not the SHA-256 of its fields")
     if data["scope_id"] != receipt["scope"]["scope_id"] or data["bearer"] != receipt["bearer"]["id"]:
         raise ReceiptError("records.binding", "names another scope or bearer than the receipt")
 

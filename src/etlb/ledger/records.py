@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from etlb.canonical import canonical_bytes
+from etlb.canonical import canonical_bytes, sha256_digest
 from etlb.model import Action, ActionPart, Amount, Bearer, Binding, Consequence, Outcome, Refusal, Scope, format_time
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "RECORD_VERSION",
     "LedgerEntry",
     "RecordType",
+    "action_digest_matches",
     "action_from_json",
     "action_json",
     "bearer_json",
@@ -86,7 +87,11 @@ def chain_hash(previous: bytes, leaf: bytes) -> bytes:
 
 
 def action_json(action: Action) -> dict[str, Any]:
-    return {**action.canonical_fields(), "digest": action.digest}
+    """Return the action as the ledger records it: the digested fields, the digest, and the call id if any."""
+    data = {**action.canonical_fields(), "digest": action.digest}
+    if action.call_id is not None:
+        data["call_id"] = action.call_id
+    return data
 
 
 def bearer_json(bearer: Bearer) -> dict[str, Any]:
@@ -136,6 +141,15 @@ def outcome_data(binding_id: str, action_digest: str, outcome: Outcome) -> dict[
     }
 
 
+def action_digest_matches(data: dict[str, Any]) -> bool:
+    """Say whether a recorded action's digest is the SHA-256 of its own fields, as an auditor recomputes it."""
+    try:
+        action = action_from_json(data)
+        return sha256_digest(action.canonical_fields()) == data["digest"]
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 def action_from_json(data: dict[str, Any]) -> Action:
     """Rebuild an action from its ledger JSON; the digest is taken as recorded, not recomputed."""
     amount = data.get("amount")
@@ -152,6 +166,7 @@ def action_from_json(data: dict[str, Any]) -> Action:
         digest=data["digest"],
         parts=parts,
         definition_digest=data.get("definition_digest"),
+        call_id=data.get("call_id"),
     )
 
 

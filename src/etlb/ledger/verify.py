@@ -31,6 +31,7 @@ from etlb.ledger.records import (
     GENESIS_CHAIN_HASH,
     LedgerEntry,
     RecordType,
+    action_digest_matches,
     action_from_json,
     chain_hash,
     leaf_hash,
@@ -316,6 +317,8 @@ def _replay_binding(
         raise _ReplayError(f"binding {binding_id} made while bearer {scope.bearer} was not active")
     if not scope.valid_from <= time < scope.valid_until:
         raise _ReplayError(f"binding {binding_id} made outside the validity window of scope {scope.id}")
+    if not action_digest_matches(action):
+        raise _ReplayError(f"binding {binding_id} records an action whose digest is not the SHA-256 of its fields")
     coverage = coverage_failure(scope, action_from_json(action))
     if coverage is not None:
         raise _ReplayError(f"binding {binding_id} is not covered by scope {scope.id}: {coverage[1]}")
