@@ -145,7 +145,7 @@ def action_digest_matches(data: dict[str, Any]) -> bool:
     """Say whether a recorded action's digest is the SHA-256 of its own fields, as an auditor recomputes it."""
     try:
         action = action_from_json(data)
-        return sha256_digest(action.canonical_fields()) == data["digest"]
+        return bool(sha256_digest(action.canonical_fields()) == data["digest"])
     except (KeyError, TypeError, ValueError):
         return False
 
