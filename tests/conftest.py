@@ -17,11 +17,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from etlb.config import parse_config
-from etlb.declarations import SCOPE_TYP, scope_payload
+from etlb.declarations import DELEGATION_TYP, SCOPE_TYP, acceptance_payload, delegation_payload, scope_payload
 from etlb.gate import Gate
 from etlb.gate_key import create_gate_key
 from etlb.model import Bearer, BearerKey, Limits, Scope
-from etlb.signing import generate_private_key, key_id, public_jwk, sign_payload
+from etlb.signing import generate_private_key, key_id, public_jwk, read_unverified, sign_payload
 from etlb.store.sqlite import SQLiteStore
 from tests.backends import Backend, backend_for
 
@@ -92,6 +92,47 @@ class World:
 
     def declare(self, bearer_id: str, **fields: Any) -> Scope:
         return self.gate.declare_scope(self.sign_scope(bearer_id, **fields))
+
+    def offer(
+        self,
+        parent: Scope,
+        stand_in: str,
+        *,
+        kinds: list[str] | None = None,
+        resources: list[str] | None = None,
+        agents: list[str] | None = None,
+        max_amount: str | None = None,
+        max_total: str | None = None,
+        max_count: int | None = None,
+        valid_until: datetime | None = None,
+        signer: Ed25519PrivateKey | None = None,
+    ) -> str:
+        """Return the delegation offer `parent`'s bearer signs, handing (part of) it to `stand_in`."""
+        limits = parent.limits
+        payload = delegation_payload(
+            parent=parent,
+            delegate=stand_in,
+            kinds=kinds or list(parent.kinds),
+            resources=resources or list(parent.resources),
+            agents=agents or list(parent.agents),
+            limits=Limits(
+                max_amount=Decimal(max_amount) if max_amount is not None else limits.max_amount,
+                max_total=Decimal(max_total) if max_total is not None else limits.max_total,
+                max_count=max_count if max_count is not None else limits.max_count,
+                unit=limits.unit,
+            ),
+            valid_from=self.clock.now,
+            valid_until=valid_until or parent.valid_until,
+            terms=f"{stand_in} stands in for {parent.bearer}",
+            issued_at=self.clock.now,
+        )
+        return sign_payload(signer or self.keys[parent.bearer], payload, typ=DELEGATION_TYP)
+
+    def accept(self, offer: str, stand_in: str) -> Scope:
+        """Accept an offer with the stand-in's own signature and declare the delegated scope."""
+        _, fields = read_unverified(offer)
+        payload = acceptance_payload(fields, offer, issued_at=self.clock.now)
+        return self.gate.declare_scope(sign_payload(self.keys[stand_in], payload, typ=SCOPE_TYP))
 
 
 def build_world(tmp_path: Path, config_text: str, backend: Backend | None = None) -> World:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from etlb.patterns import (
     AGENT_SEPARATOR,
@@ -11,6 +13,7 @@ from etlb.patterns import (
     glob_match,
     is_pattern,
     literal_prefix,
+    pattern_within,
 )
 
 
@@ -77,3 +80,42 @@ def test_is_pattern(text: str, expected: bool) -> None:
 )
 def test_literal_prefix(pattern: str, expected: str) -> None:
     assert literal_prefix(pattern) == expected
+
+
+WITHIN_CASES = [
+    ("payments.transfer", "payments.*", ".", True),
+    ("payments.*", "payments.*", ".", True),
+    ("payments.*", "payments.**", ".", True),
+    ("payments.**", "payments.*", ".", False),
+    ("payments.?x", "payments.*", ".", True),
+    ("payments.*", "payments.?", ".", False),
+    ("payments.*", "refunds.*", ".", False),
+    ("repo:/srv/app/**", "repo:/srv/**", "/", True),
+    ("repo:/srv/**", "repo:/srv/app/**", "/", False),
+    ("repo:/srv/*/x", "repo:/srv/*", "/", False),
+    ("agent-*", "agent-*", "", True),
+    ("agent-1*", "agent-*", "", True),
+    ("agent-*", "agent-1*", "", False),
+    ("**", "**", "/", True),
+]
+
+
+@pytest.mark.parametrize(("inner", "outer", "separator", "expected"), WITHIN_CASES)
+def test_pattern_within_cases(inner: str, outer: str, separator: str, expected: bool) -> None:
+    assert pattern_within(inner, outer, separator) is expected
+
+
+_PIECES = st.sampled_from(["a", "b", ".", "/", "*", "**", "?"])
+
+
+@given(
+    inner=st.lists(_PIECES, max_size=6).map("".join),
+    outer=st.lists(_PIECES, max_size=6).map("".join),
+    value=st.text(alphabet="ab./", max_size=8),
+    separator=st.sampled_from([".", "/", ""]),
+)
+@settings(max_examples=3000, deadline=None)
+def test_pattern_within_is_sound(inner: str, outer: str, value: str, separator: str) -> None:
+    # Whatever the inner pattern matches, a pattern said to contain it matches too.
+    if pattern_within(inner, outer, separator) and glob_match(inner, value, separator):
+        assert glob_match(outer, value, separator)

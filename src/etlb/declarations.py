@@ -1,4 +1,9 @@
-"""Signed declarations: the JSON payloads bearers sign for scopes and revocations, and their parsing.
+"""Signed declarations: the JSON payloads bearers sign for scopes, revocations and delegations, and their parsing.
+
+A delegation takes two signatures. The delegator signs an offer (`delegation_payload`): the parent
+scope's id and a scope for the stand-in, no wider than the parent. The stand-in accepts by signing an
+ordinary scope payload with the same fields plus the offer itself (`acceptance_payload`). Only that
+scope, signed by the stand-in, can cover anything.
 
 No I/O. A declaration is only trusted after `etlb.signing.verify_jws` checked it against a key
 registered to its bearer; this module builds payloads and turns verified payloads into records.
@@ -13,14 +18,23 @@ from typing import Any
 
 from etlb.canonical import sha256_digest, sha256_hex
 from etlb.conditions import check_condition
-from etlb.errors import DeclarationError
-from etlb.model import Limits, Scope, format_time, parse_time
+from etlb.errors import DeclarationError, SignatureError
+from etlb.model import Bearer, Limits, Scope, format_time, parse_time
+from etlb.patterns import AGENT_SEPARATOR, KIND_SEPARATOR, RESOURCE_SEPARATOR, pattern_within
+from etlb.signing import read_unverified, verify_jws
 
 __all__ = [
+    "DELEGATION_TYP",
+    "DELEGATION_TYPE",
     "REVOCATION_TYP",
     "REVOCATION_TYPE",
     "SCOPE_TYP",
     "SCOPE_TYPE",
+    "acceptance_payload",
+    "check_offer",
+    "delegation_failure",
+    "delegation_payload",
+    "narrowing_failure",
     "revocation_payload",
     "scope_from_payload",
     "scope_id_for",
@@ -33,6 +47,26 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 SCOPE_TYP = "etlb-scope+jws"
 REVOCATION_TYPE = "etlb.revocation.v1"
 REVOCATION_TYP = "etlb-revocation+jws"
+DELEGATION_TYPE = "etlb.delegation.v1"
+DELEGATION_TYP = "etlb-delegation+jws"
+
+# The fields of a scope payload that an offer fixes and its acceptance must repeat unchanged.
+_OFFERED_FIELDS = (
+    "bearer",
+    "kinds",
+    "resources",
+    "agents",
+    "limits",
+    "valid_from",
+    "valid_until",
+    "domain",
+    "terms",
+    "terms_digest",
+    "when",
+    "definitions",
+    "parent",
+    "delegator",
+)
 
 
 def terms_digest(terms: str) -> str:
@@ -111,7 +145,152 @@ def scope_from_payload(payload: dict[str, Any], *, jws: str, key_id: str) -> Sco
         jws=jws,
         when=payload.get("when"),
         definitions=dict(payload.get("definitions", {})),
+        parent_id=payload.get("parent"),
+        delegator=payload.get("delegator"),
+        delegation=payload.get("delegation"),
     )
+
+
+def delegation_payload(
+    *,
+    parent: Scope,
+    delegate: str,
+    kinds: list[str],
+    resources: list[str],
+    agents: list[str],
+    limits: Limits,
+    valid_from: datetime,
+    valid_until: datetime,
+    terms: str,
+    issued_at: datetime,
+    when: str | None = None,
+) -> dict[str, Any]:
+    """Build the offer a delegator signs to hand part of `parent` to `delegate`; raise if it is wider."""
+    fields = scope_payload(
+        bearer=delegate,
+        kinds=kinds,
+        resources=resources,
+        agents=agents,
+        limits=limits,
+        valid_from=valid_from,
+        valid_until=valid_until,
+        terms=terms,
+        domain=parent.domain,
+        issued_at=issued_at,
+        when=when,
+        definitions=dict(parent.definitions) or None,
+    )
+    payload = {**fields, "type": DELEGATION_TYPE, "parent": parent.id, "delegator": parent.bearer}
+    offered = scope_from_payload(fields, jws=".", key_id="")
+    failure = narrowing_failure(offered, parent)
+    if failure is not None:
+        message = f"the delegation would be wider than scope {parent.id}: {failure}"
+        raise DeclarationError(message, hint="narrow the delegated kinds, resources, agents, limits or window")
+    if delegate == parent.bearer:
+        message = f"bearer {delegate} cannot delegate scope {parent.id} to themselves"
+        raise DeclarationError(message)
+    return payload
+
+
+def acceptance_payload(offer: dict[str, Any], offer_jws: str, *, issued_at: datetime) -> dict[str, Any]:
+    """Build the scope payload a stand-in signs to accept an offer: its fields, and the offer itself."""
+    check_offer(offer)
+    payload = {name: offer[name] for name in _OFFERED_FIELDS if name in offer}
+    payload.update(
+        {
+            "type": SCOPE_TYPE,
+            "issued_at": format_time(issued_at),
+            "nonce": secrets.token_hex(16),
+            "delegation": offer_jws,
+        }
+    )
+    _check_scope_payload(payload)
+    return payload
+
+
+def check_offer(offer: dict[str, Any]) -> None:
+    """Check the shape of a delegation offer; raises `DeclarationError` naming the bad field."""
+    if offer.get("type") != DELEGATION_TYPE:
+        message = f"delegation offer has type {offer.get('type')!r}; expected {DELEGATION_TYPE!r}"
+        raise DeclarationError(message)
+    for name in ("parent", "delegator"):
+        if not isinstance(offer.get(name), str) or not offer[name]:
+            message = f"delegation offer field {name!r} must be a non-empty string, got {offer.get(name)!r}"
+            raise DeclarationError(message)
+    fields = {name: value for name, value in offer.items() if name not in ("parent", "delegator")}
+    _check_scope_payload({**fields, "type": SCOPE_TYPE})
+
+
+def offer_mismatch(offer: dict[str, Any], accepted: dict[str, Any]) -> str | None:
+    """Name the first field where an accepted scope differs from the offer it carries, or None."""
+    for name in _OFFERED_FIELDS:
+        if offer.get(name) != accepted.get(name):
+            return name
+    return None
+
+
+def delegation_failure(scope: Scope, parent: Scope, delegator: Bearer | None) -> str | None:
+    """Say why a delegated scope's chain does not hold, or None when it does.
+
+    The offer inside `scope` must be signed by a key registered to `delegator`, the bearer of
+    `parent`, and must name `parent` and the stand-in. The stand-in's signed fields must repeat the
+    offer, and the scope must be no wider than `parent`. The stand-in's own signature is checked
+    separately, as for any scope.
+    """
+    if scope.parent_id != parent.id or scope.delegation is None:
+        return f"scope names parent {scope.parent_id}, not {parent.id}"
+    if delegator is None or scope.delegator != parent.bearer or delegator.id != parent.bearer:
+        return f"the delegator {scope.delegator} is not {parent.bearer}, the bearer of scope {parent.id}"
+
+    try:
+        header, _ = read_unverified(scope.delegation)
+        key = delegator.key(str(header.get("kid", "")))
+        if key is None:
+            return f"the offer is signed with key {header.get('kid')!r}, which is not registered to {delegator.id}"
+        offer = verify_jws(scope.delegation, key.public_jwk, typ=DELEGATION_TYP)
+        check_offer(offer)
+        _, accepted = read_unverified(scope.jws)
+    except (DeclarationError, SignatureError) as error:
+        return f"the delegation offer is invalid: {error}"
+
+    if offer["parent"] != parent.id or offer["bearer"] != scope.bearer:
+        return f"the offer hands scope {offer['parent']} to {offer['bearer']}, not {parent.id} to {scope.bearer}"
+    mismatch = offer_mismatch(offer, accepted)
+    if mismatch is not None:
+        return f"the accepted scope changes the offered field {mismatch!r}"
+    return narrowing_failure(scope, parent)
+
+
+def narrowing_failure(child: Scope, parent: Scope) -> str | None:
+    """Say how `child` is wider than `parent`, or None when it is no wider in what a declaration fixes.
+
+    Checked here: kinds, resources and agents (every child pattern inside a parent pattern), the
+    validity window, the unit, and the per-action, total and count caps. The parent's `when`
+    condition, pinned definitions, rolling windows and remaining budget cannot be compared ahead of
+    time; they are enforced at every binding instead, because a binding under a delegated scope must
+    also be covered by each of its ancestors.
+    """
+    for name, separator in (("kinds", KIND_SEPARATOR), ("resources", RESOURCE_SEPARATOR), ("agents", AGENT_SEPARATOR)):
+        outer: tuple[str, ...] = getattr(parent, name)
+        for pattern in getattr(child, name):
+            if not any(pattern_within(pattern, candidate, separator) for candidate in outer):
+                return f"{name[:-1]} {pattern} is not inside {', '.join(outer)}"
+
+    if child.valid_from < parent.valid_from or child.valid_until > parent.valid_until:
+        return (
+            f"window {format_time(child.valid_from)} to {format_time(child.valid_until)} is not inside "
+            f"{format_time(parent.valid_from)} to {format_time(parent.valid_until)}"
+        )
+
+    mine, theirs = child.limits, parent.limits
+    if theirs.caps_amounts and mine.unit != theirs.unit:
+        return f"unit {mine.unit} is not the parent's unit {theirs.unit}"
+    for cap in ("max_amount", "max_total", "max_count"):
+        limit = getattr(theirs, cap)
+        value = getattr(mine, cap)
+        if limit is not None and (value is None or value > limit):
+            return f"{cap} {value if value is not None else 'unlimited'} is above the parent's {limit}"
+    return None
 
 
 def revocation_payload(*, scope_id: str, bearer: str, reason: str, issued_at: datetime) -> dict[str, Any]:
@@ -159,6 +338,15 @@ def _check_scope_payload(payload: dict[str, Any]) -> None:
     ):
         message = f"scope definitions must map 'server/tool' to 'sha256:<64 hex>', got {definitions!r}"
         raise DeclarationError(message, hint="get the digests with: etlb mcp-tools -- COMMAND")
+
+    delegated = [name for name in ("parent", "delegator", "delegation") if name in payload]
+    if delegated and len(delegated) != 3:
+        message = "a delegated scope needs all of 'parent', 'delegator' and 'delegation'"
+        raise DeclarationError(message)
+    for name in delegated:
+        if not isinstance(payload[name], str) or not payload[name]:
+            message = f"scope declaration field {name!r} must be a non-empty string, got {payload[name]!r}"
+            raise DeclarationError(message)
 
     if not isinstance(payload.get("limits"), dict):
         raise DeclarationError("scope declaration field 'limits' must be an object")

@@ -12,6 +12,7 @@ Invariants, each enforced below and tested:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -25,7 +26,14 @@ from typing import Any, NoReturn, ParamSpec, TypeVar, cast
 from etlb.analysis import AnalysisError
 from etlb.classify import Classifier, unclassified_action
 from etlb.config import Config, load_config
-from etlb.declarations import REVOCATION_TYP, REVOCATION_TYPE, SCOPE_TYP, scope_from_payload, scope_id_for
+from etlb.declarations import (
+    REVOCATION_TYP,
+    REVOCATION_TYPE,
+    SCOPE_TYP,
+    delegation_failure,
+    scope_from_payload,
+    scope_id_for,
+)
 from etlb.errors import (
     ClassificationError,
     DeclarationError,
@@ -52,6 +60,7 @@ from etlb.model import (
     Refusal,
     Scope,
     ToolCall,
+    format_time,
 )
 from etlb.resolve import Candidate, Resolution, refusal_message, resolve
 from etlb.signing import read_unverified, verify_jws
@@ -327,9 +336,31 @@ class Gate:
 
         verified = verify_jws(jws, key.public_jwk, typ=SCOPE_TYP)
         scope = scope_from_payload(verified, jws=jws, key_id=key.key_id)
+        if scope.delegated:
+            self._check_delegation(scope)
         self.store.add_scope(scope, time=self._clock())
         logger.info("event=scope_declared scope=%s bearer=%s", scope.id, scope.bearer)
         return scope
+
+    def _check_delegation(self, scope: Scope) -> None:
+        """Refuse to store a delegated scope whose parent is unusable or whose offer does not hold."""
+        parent = self.store.get_scope(str(scope.parent_id))
+        if parent is None:
+            message = f"delegated scope names parent {scope.parent_id}, which is not declared"
+            raise DeclarationError(message, hint="list scopes with: etlb scope list")
+        now = self._clock()
+        if parent.revoked or now >= parent.scope.valid_until:
+            state = "revoked" if parent.revoked else f"expired at {format_time(parent.scope.valid_until)}"
+            message = f"scope {parent.scope.id} is {state} and cannot be delegated"
+            raise DeclarationError(message)
+        if parent.bearer is None or parent.bearer.status is not BearerStatus.ACTIVE:
+            message = f"the delegator {parent.scope.bearer} is not an active bearer"
+            raise DeclarationError(message)
+
+        failure = delegation_failure(scope, parent.scope, parent.bearer)
+        if failure is not None:
+            message = f"delegated scope rejected: {failure}"
+            raise DeclarationError(message, hint="accept the offer unchanged, as signed by the parent scope's bearer")
 
     def revoke_scope(
         self, scope_id: str, *, jws: str | None = None, administrator: str | None = None, reason: str = ""
@@ -479,17 +510,7 @@ class Gate:
             return refused
 
     def _judge(self, action: Action, states: Sequence[ScopeState], now: datetime) -> Resolution:
-        candidates = [
-            Candidate(
-                scope=state.scope,
-                bearer=state.bearer,
-                signature_valid=_signature_valid(state),
-                revoked=state.revoked,
-                usage=state.usage,
-            )
-            for state in states
-        ]
-        return resolve(action, candidates, now=now)
+        return resolve(action, [_candidate(state) for state in states], now=now)
 
     def _refuse(self, action: Action, code: ReasonCode, detail: str, now: datetime, *, record: bool = True) -> NoReturn:
         refusal = Refusal(
@@ -525,6 +546,31 @@ def _verified(jws: str, x: str) -> bool:
     except SignatureError:
         return False
     return True
+
+
+def _candidate(state: ScopeState) -> Candidate:
+    """Build the resolver's view of a stored scope, with the signatures of its whole chain checked.
+
+    Each delegated link of the chain is checked against the scope above it. Delegated scopes are
+    rare, so their offers are verified at every decision rather than cached.
+    """
+    chain = (state, *state.ancestors)
+    candidates = [
+        Candidate(
+            scope=link.scope,
+            bearer=link.bearer,
+            signature_valid=_signature_valid(link),
+            revoked=link.revoked,
+            usage=link.usage,
+            delegation_failure=(
+                delegation_failure(link.scope, chain[index + 1].scope, chain[index + 1].bearer)
+                if link.scope.delegated and index + 1 < len(chain)
+                else None
+            ),
+        )
+        for index, link in enumerate(chain)
+    ]
+    return dataclasses.replace(candidates[0], ancestors=tuple(candidates[1:]))
 
 
 def _signature_valid(state: ScopeState) -> bool:

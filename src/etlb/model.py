@@ -446,6 +446,15 @@ class Scope:
     jws: str
     when: str | None = None
     definitions: dict[str, str] = field(default_factory=dict)
+    # A delegated scope: signed by its stand-in bearer, and carrying the offer its delegator signed
+    # (`delegation`, a compact JWS) for the scope `parent_id`, which belongs to `delegator`.
+    parent_id: str | None = None
+    delegator: str | None = None
+    delegation: str | None = None
+
+    @property
+    def delegated(self) -> bool:
+        return self.parent_id is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,6 +517,9 @@ class Binding:
     reserved_count: int
     time: datetime
     sequence: int
+    # For a delegated scope: (scope id, bearer) of each ancestor, parent first. The reservation
+    # counted against each of them too.
+    chain: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

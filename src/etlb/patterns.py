@@ -18,6 +18,7 @@ __all__ = [
     "glob_match",
     "is_pattern",
     "literal_prefix",
+    "pattern_within",
 ]
 
 KIND_SEPARATOR = "."
@@ -80,3 +81,59 @@ def resource_covered(pattern: str, value: str) -> bool:
     if not pattern.endswith("/**"):
         return False
     return glob_match(pattern, root, RESOURCE_SEPARATOR) or glob_match(pattern[:-3], root, RESOURCE_SEPARATOR)
+
+
+def pattern_within(inner: str, outer: str, separator: str) -> bool:
+    """Return whether every value `inner` matches is also matched by `outer`, for delegation checks.
+
+    The answer is sound but not complete: True is a proof of inclusion, False means inclusion could
+    not be shown this way (two different patterns for the same set can say False). Each wildcard of
+    `inner` must fall under a wildcard of `outer` at least as broad: `**` under `**`; `*` under `*`
+    or `**`; `?` under `?`, `*` or `**`. Without a separator `*` is as broad as `**`.
+    """
+    inner_tokens = _tokens(inner, separator)
+    outer_tokens = _tokens(outer, separator)
+    return _within(tuple(inner_tokens), tuple(outer_tokens), separator)
+
+
+def _tokens(pattern: str, separator: str) -> list[str]:
+    tokens: list[str] = []
+    index = 0
+    while index < len(pattern):
+        if pattern.startswith("**", index):
+            tokens.append("**")
+            index += 2
+        elif pattern[index] == "*":
+            tokens.append("**" if not separator else "*")
+            index += 1
+        else:
+            tokens.append(pattern[index])
+            index += 1
+    return tokens
+
+
+@functools.lru_cache(maxsize=4096)
+def _within(inner: tuple[str, ...], outer: tuple[str, ...], separator: str) -> bool:
+    if not outer:
+        return not inner
+    head, rest = outer[0], outer[1:]
+
+    if head == "**":
+        # `**` absorbs any run of inner tokens, from none to all of them.
+        return any(_within(inner[start:], rest, separator) for start in range(len(inner) + 1))
+    if head == "*":
+        # `*` absorbs a run of tokens that never stands for the separator.
+        for end in range(len(inner) + 1):
+            if _within(inner[end:], rest, separator):
+                return True
+            if end < len(inner) and (inner[end] == "**" or inner[end] == separator):
+                return False
+        return False
+    if not inner:
+        return False
+    first = inner[0]
+    if head == "?":
+        fits = first == "?" or (first not in {"*", "**"} and first != separator)
+    else:
+        fits = first == head
+    return fits and _within(inner[1:], rest, separator)

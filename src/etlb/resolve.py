@@ -9,8 +9,10 @@ Invariants, each enforced below:
 - Covering scopes are ordered by specificity: an exact kind before a pattern, then the longer literal
   kind prefix, the same two for the resource, an exact agent before a pattern, then the earliest
   `valid_until`, then the lowest scope id. The order is total, so resolution is deterministic.
+- A delegated scope covers an action only if its delegation holds and every ancestor would cover the
+  action too, with the ancestor's own budget, which counts the bindings of its delegated scopes.
 - Every scope whose kind matched but which does not cover the action gets exactly one reason: the
-  first check it fails, in the order listed in `_first_failure`.
+  first check it fails, in the order listed in `_own_failure`, then the first failure of its chain.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ class Candidate:
     """A scope found through the kind index, with the state the resolver needs to judge it.
 
     `bearer` is None when the scope's bearer is not registered. `signature_valid` is the result of
-    verifying the scope's JWS against the registered key it names.
+    verifying the scope's JWS against the registered key it names. `usage` includes the bindings of
+    scopes delegated from this one.
     """
 
     scope: Scope
@@ -59,6 +62,10 @@ class Candidate:
     signature_valid: bool
     revoked: bool
     usage: ScopeUsage
+    # For a delegated scope: why its delegation does not hold (None when it does), and the
+    # candidates of its ancestors, parent first, each of which must also admit the action.
+    delegation_failure: str | None = None
+    ancestors: tuple[Candidate, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +120,26 @@ def refusal_message(action: Action, code: ReasonCode, reasons: Sequence[ScopeRea
 
 
 def _first_failure(candidate: Candidate, action: Action, now: datetime) -> tuple[ReasonCode, str] | None:
+    """Return the first check the candidate fails, then the first one any of its ancestors fails."""
+    failure = _own_failure(candidate, action, now)
+    if failure is not None:
+        return failure
+    if candidate.scope.delegated and candidate.delegation_failure is not None:
+        return ReasonCode.SIGNATURE_INVALID, f"delegation does not hold: {candidate.delegation_failure}"
+    if candidate.scope.delegated and not candidate.ancestors:
+        return ReasonCode.INTERNAL_ERROR, f"the ancestors of delegated scope {candidate.scope.id} are unknown"
+
+    for ancestor in candidate.ancestors:
+        failure = _own_failure(ancestor, action, now)
+        if failure is None and ancestor.scope.delegated and ancestor.delegation_failure is not None:
+            failure = ReasonCode.SIGNATURE_INVALID, f"delegation does not hold: {ancestor.delegation_failure}"
+        if failure is not None:
+            code, detail = failure
+            return code, f"delegated from scope {ancestor.scope.id} of {ancestor.scope.bearer}, which fails: {detail}"
+    return None
+
+
+def _own_failure(candidate: Candidate, action: Action, now: datetime) -> tuple[ReasonCode, str] | None:
     scope = candidate.scope
     bearer = candidate.bearer
     limits = scope.limits

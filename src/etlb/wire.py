@@ -69,6 +69,7 @@ def binding_from_json(data: Any) -> Binding:
             reserved_count=_member(reserved, "count", int),
             time=parse_time(_member(data, "time", str)),
             sequence=_member(data, "sequence", int),
+            chain=tuple((str(link["scope_id"]), str(link["bearer"])) for link in data.get("chain") or []),
         )
     except (KeyError, TypeError, ValueError) as error:
         message = f"binding document is malformed: {error}"

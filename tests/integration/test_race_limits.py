@@ -98,3 +98,40 @@ def test_revocation_races_with_binding(tmp_path: Path) -> None:
     assert len(bindings) + len(revoked_refusals) == WORKERS * PER_WORKER
     assert verify_ledger(store.ledger_entries(), usage_table=store.usage_table()).problems == []
     store.close()
+
+
+def test_delegated_budget_races_with_its_parent(tmp_path: Path) -> None:
+    # Every call prefers bob's delegated scope (exact kind) until its 6 are used, then alice's own.
+    # Alice's 9 executions are the cap of both together.
+    world = build_world(tmp_path, PAYMENTS_CONFIG)
+    world.add_bearer("alice")
+    world.add_bearer("bob")
+    now = datetime.now(UTC)
+    payload = scope_payload(
+        bearer="alice",
+        kinds=["git.*"],
+        resources=["repo:/srv/**"],
+        agents=["*"],
+        limits=Limits(max_count=9),
+        valid_from=now - timedelta(hours=1),
+        valid_until=now + timedelta(days=1),
+        terms="alice accepts liability for git changes under /srv",
+        issued_at=now,
+    )
+    parent = world.gate.declare_scope(sign_payload(world.keys["alice"], payload, typ=SCOPE_TYP))
+    world.clock.now = now
+    child = world.accept(world.offer(parent, "bob", kinds=["git.commit"], max_count=6), "bob")
+    world.gate.close()
+
+    collected = run(tmp_path / "etlb.toml")
+
+    assert sum(item[0] for item in collected) == 9
+    assert sum(item[1].get("count_exhausted", 0) for item in collected) == WORKERS * PER_WORKER - 9
+    store = SQLiteStore(tmp_path / "etlb.db")
+    records = [json.loads(entry.record) for entry in store.ledger_entries()]
+    bearers = [record["data"]["bearer"] for record in records if record["type"] == "binding"]
+    assert (bearers.count("bob"), bearers.count("alice")) == (6, 3)
+    usage = store.usage_table()
+    assert (usage[parent.id].count, usage[child.id].count) == (9, 6)
+    assert verify_ledger(store.ledger_entries(), usage_table=usage).problems == []
+    store.close()

@@ -54,6 +54,8 @@ class RecordType(enum.StrEnum):
     BINDING = "binding"
     REFUSAL = "refusal"
     OUTCOME = "outcome"
+    APPROVAL_REQUESTED = "approval.requested"
+    APPROVAL_CLOSED = "approval.closed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +112,7 @@ def scope_data(scope: Scope) -> dict[str, Any]:
 
 def binding_data(binding: Binding) -> dict[str, Any]:
     amount = binding.reserved_amount
-    return {
+    data: dict[str, Any] = {
         "binding_id": binding.id,
         "action": action_json(binding.action),
         "bearer": binding.bearer,
@@ -120,6 +122,10 @@ def binding_data(binding: Binding) -> dict[str, Any]:
             "amount": amount.to_json() if amount is not None else None,
         },
     }
+    # Only a binding under a delegated scope has a chain; other records keep their shape.
+    if binding.chain:
+        data["chain"] = [{"scope_id": scope_id, "bearer": bearer} for scope_id, bearer in binding.chain]
+    return data
 
 
 def refusal_data(refusal: Refusal) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from etlb.canonical import canonical_bytes
-from etlb.declarations import SCOPE_TYP, scope_from_payload
+from etlb.declarations import SCOPE_TYP, delegation_failure, scope_from_payload
 from etlb.errors import EtlbError
 from etlb.ledger import merkle
 from etlb.ledger.checkpoint import Checkpoint, CheckpointError, NoteVerifier, verify_checkpoint
@@ -36,7 +36,7 @@ from etlb.ledger.records import (
     chain_hash,
     leaf_hash,
 )
-from etlb.model import Amount, Scope, ScopeUsage, parse_time
+from etlb.model import Amount, Bearer, BearerKey, Scope, ScopeUsage, parse_time
 from etlb.resolve import coverage_failure
 from etlb.signing import verify_jws
 
@@ -67,6 +67,7 @@ class VerificationReport:
 class _ScopeReplay:
     scope: Scope
     declared_at: int
+    ancestors: tuple[str, ...] = ()
     revoked: bool = False
     count: int = 0
     amount: Decimal = Decimal(0)
@@ -269,7 +270,8 @@ def _replay(
         scope = scope_from_payload(payload, jws=data["jws"], key_id=data["key_id"])
         if scope.id != data["scope_id"] or scope.bearer != data["bearer"]:
             raise _ReplayError(f"scope {data['scope_id']} does not match its signed declaration")
-        scopes[scope.id] = _ScopeReplay(scope, sequence)
+        ancestors = _replay_delegation(scope, keys, bearer_status, scopes) if scope.delegated else ()
+        scopes[scope.id] = _ScopeReplay(scope, sequence, ancestors=ancestors)
 
     elif record_type is RecordType.SCOPE_REVOKED:
         if data["scope_id"] not in scopes:
@@ -292,6 +294,33 @@ def _replay(
         completed.add(binding_id)
 
 
+def _replay_delegation(
+    scope: Scope,
+    keys: dict[str, dict[str, dict[str, str]]],
+    bearer_status: dict[str, str],
+    scopes: dict[str, _ScopeReplay],
+) -> tuple[str, ...]:
+    """Check a delegated scope's offer against the ledger so far; return its ancestors, parent first."""
+    parent = scopes.get(str(scope.parent_id))
+    if parent is None:
+        raise _ReplayError(f"scope {scope.id} is delegated from {scope.parent_id}, which was not declared before it")
+    if parent.revoked:
+        raise _ReplayError(f"scope {scope.id} is delegated from {parent.scope.id} after its revocation")
+    delegator = parent.scope.bearer
+    if bearer_status.get(delegator) != "active":
+        raise _ReplayError(f"scope {scope.id} is delegated by {delegator}, who was not active")
+
+    registered = Bearer(
+        id=delegator,
+        name=delegator,
+        keys=tuple(BearerKey(key_id, jwk) for key_id, jwk in keys.get(delegator, {}).items()),
+    )
+    failure = delegation_failure(scope, parent.scope, registered)
+    if failure is not None:
+        raise _ReplayError(f"delegation of scope {scope.id} does not hold: {failure}")
+    return (parent.scope.id, *parent.ancestors)
+
+
 def _replay_binding(
     data: dict[str, Any], time: datetime, bearer_status: dict[str, str], scopes: dict[str, _ScopeReplay]
 ) -> None:
@@ -303,22 +332,42 @@ def _replay_binding(
     # Every binding consumed budget in the store, valid or not, so it is counted before it is judged.
     reserved = data["reserved"]["amount"]
     value = Amount.parse(reserved["value"], reserved["unit"]).value if reserved else Decimal(0)
-    replay.count += 1
-    replay.amount += value
+    chain = [replay, *(scopes[ancestor] for ancestor in replay.ancestors)]
+    for link in chain:
+        link.count += 1
+        link.amount += value
 
+    recorded = [(link["scope_id"], link["bearer"]) for link in data.get("chain", [])]
+    expected = [(link.scope.id, link.scope.bearer) for link in chain[1:]]
+    if recorded != expected:
+        raise _ReplayError(f"binding {binding_id} records the chain {recorded}, but its scope descends from {expected}")
+    if data["bearer"] != replay.scope.bearer:
+        raise _ReplayError(
+            f"binding {binding_id} names bearer {data['bearer']}, scope {replay.scope.id} is {replay.scope.bearer}'s"
+        )
+    if not action_digest_matches(data["action"]):
+        raise _ReplayError(f"binding {binding_id} records an action whose digest is not the SHA-256 of its fields")
+    for link in chain:
+        _replay_link(binding_id, link, data["action"], value, time, bearer_status)
+
+
+def _replay_link(
+    binding_id: str,
+    replay: _ScopeReplay,
+    action: dict[str, Any],
+    value: Decimal,
+    time: datetime,
+    bearer_status: dict[str, str],
+) -> None:
+    """Check one scope of a binding's chain as the gate judged it at the binding's position."""
     scope = replay.scope
     limits = scope.limits
-    action = data["action"]
     if replay.revoked:
         raise _ReplayError(f"binding {binding_id} uses scope {scope.id} after its revocation")
-    if data["bearer"] != scope.bearer:
-        raise _ReplayError(f"binding {binding_id} names bearer {data['bearer']}, scope {scope.id} is {scope.bearer}'s")
     if bearer_status.get(scope.bearer) != "active":
         raise _ReplayError(f"binding {binding_id} made while bearer {scope.bearer} was not active")
     if not scope.valid_from <= time < scope.valid_until:
         raise _ReplayError(f"binding {binding_id} made outside the validity window of scope {scope.id}")
-    if not action_digest_matches(action):
-        raise _ReplayError(f"binding {binding_id} records an action whose digest is not the SHA-256 of its fields")
     coverage = coverage_failure(scope, action_from_json(action))
     if coverage is not None:
         raise _ReplayError(f"binding {binding_id} is not covered by scope {scope.id}: {coverage[1]}")

@@ -144,11 +144,17 @@ class ActionDocument(_Document):
     arguments: dict[str, Any]
     amount: AmountDocument | None
     digest: str
+    call_id: str | None = Field(default=None, description="The agent's id for the call; not part of the digest.")
 
 
 class ReservedDocument(_Document):
     count: int
     amount: AmountDocument | None
+
+
+class ChainLinkDocument(_Document):
+    scope_id: str
+    bearer: str
 
 
 class BindingDocument(_Document):
@@ -157,6 +163,9 @@ class BindingDocument(_Document):
     bearer: str
     scope_id: str
     reserved: ReservedDocument
+    chain: list[ChainLinkDocument] | None = Field(
+        default=None, description="For a delegated scope: each ancestor scope and its bearer, parent first."
+    )
     time: str
     sequence: int
 

@@ -30,12 +30,17 @@ __all__ = ["BindingState", "DecideRequest", "Judge", "LedgerQuery", "ReceiptMate
 
 @dataclass(frozen=True, slots=True)
 class ScopeState:
-    """A stored scope with its bearer (None when unregistered), revocation and usage."""
+    """A stored scope with its bearer (None when unregistered), revocation and usage.
+
+    `usage` counts the bindings of the scope and of every scope delegated from it. `ancestors` holds
+    the state of each scope a delegated scope descends from, parent first.
+    """
 
     scope: Scope
     bearer: Bearer | None
     revoked: bool
     usage: ScopeUsage
+    ancestors: tuple[ScopeState, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -434,7 +434,19 @@ class RelationalStore(abc.ABC):
                 "INSERT INTO scope_usage (scope_id, count, amount) VALUES (?, 0, '0')",
                 (scope.id,),
             )
+            if scope.parent_id is not None:
+                self._add_lineage(connection, scope)
         return entry
+
+    def _add_lineage(self, connection: Transaction, scope: Scope) -> None:
+        parent_id = scope.parent_id
+        if not connection.execute("SELECT 1 FROM scopes WHERE id = ?", (parent_id,)).fetchone():
+            raise _scope_not_found(str(parent_id))
+        inherited = connection.execute(
+            "SELECT ancestor_id, depth FROM scope_lineage WHERE scope_id = ?", (parent_id,)
+        ).fetchall()
+        rows = [(scope.id, parent_id, 1)] + [(scope.id, row[0], int(row[1]) + 1) for row in inherited]
+        connection.executemany("INSERT INTO scope_lineage (scope_id, ancestor_id, depth) VALUES (?, ?, ?)", rows)
 
     def revoke_scope(self, scope_id: str, *, time: datetime, revocation: dict[str, Any]) -> LedgerEntry:
         with self._write() as connection:
@@ -481,20 +493,43 @@ class RelationalStore(abc.ABC):
         usage_row = connection.execute("SELECT count, amount FROM scope_usage WHERE scope_id = ?", (scope_id,))
         usage = usage_row.fetchone()
         windows = self._window_usage(connection, scope, now) if now is not None else ()
+        ancestors: tuple[ScopeState, ...] = ()
+        if scope.parent_id is not None:
+            ancestors = self._load_ancestors(connection, scope_id, now=now)
         return ScopeState(
             scope=scope,
             bearer=bearer,
             revoked=revoked is not None,
             usage=ScopeUsage(int(usage[0]), Decimal(usage[1]), windows) if usage else ScopeUsage(windows=windows),
+            ancestors=ancestors,
         )
+
+    def _load_ancestors(
+        self, connection: Transaction, scope_id: str, *, now: datetime | None
+    ) -> tuple[ScopeState, ...]:
+        rows = connection.execute(
+            "SELECT ancestor_id FROM scope_lineage WHERE scope_id = ? ORDER BY depth", (scope_id,)
+        ).fetchall()
+        states = []
+        for row in rows:
+            state = self._load_scope_state(connection, row[0], now=now)
+            if state is None:
+                message = f"ancestor {row[0]} of scope {scope_id} is missing from the store"
+                raise StoreError(message, hint="run etlb ledger verify; the scope tables may have been altered")
+            # Each ancestor is judged on its own; its own ancestors are already in this list.
+            states.append(dataclasses.replace(state, ancestors=()))
+        return tuple(states)
 
     def _window_usage(self, connection: Transaction, scope: Scope, now: datetime) -> tuple[tuple[int, Decimal], ...]:
         usage = []
         for window in scope.limits.windows:
             # A binding exactly `seconds` old has left the window; times are stored in one sortable format.
             since = format_time(now - timedelta(seconds=window.seconds))
+            # Bindings under scopes delegated from this one use its windows too.
             rows = connection.execute(
-                "SELECT reserved_amount FROM bindings WHERE scope_id = ? AND time > ?", (scope.id, since)
+                "SELECT reserved_amount FROM bindings WHERE time > ? AND (scope_id = ? OR scope_id IN"
+                " (SELECT scope_id FROM scope_lineage WHERE ancestor_id = ?))",
+                (since, scope.id, scope.id),
             ).fetchall()
             amount = sum((Decimal(json.loads(row[0])["value"]) for row in rows if row[0]), Decimal(0))
             usage.append((len(rows), amount))
@@ -566,20 +601,15 @@ class RelationalStore(abc.ABC):
             message = refusal_message(action, code, resolution.reasons)
             return self._record_refusal(connection, action, code, resolution.reasons, message, time)
 
-        chosen = resolution.covering[0].scope
-        reserved = reservation_for(chosen, action)
-        usage = resolution.covering[0].usage
-        new_amount = usage.amount + (reserved.value if reserved is not None else Decimal(0))
-        # Under the write lock the condition always holds. It still stops a reservation of a budget
-        # other than the one the judge saw if the usage row is ever changed behind the store.
-        updated = connection.execute(
-            "UPDATE scope_usage SET count = ?, amount = ?"
-            " WHERE scope_id = ? AND count = ? AND amount = ? RETURNING count",
-            (usage.count + 1, str(new_amount), chosen.id, usage.count, str(usage.amount)),
-        ).fetchall()
-        if len(updated) != 1:
-            message = f"usage of scope {chosen.id} changed during its reservation"
-            raise StoreError(message, hint="run etlb ledger verify; the usage table may have been altered")
+        covering = resolution.covering[0]
+        chosen = covering.scope
+        # A delegated scope spends its ancestors' budgets as well as its own, so the action's amount
+        # is reserved when any scope of the chain caps amounts, and counted against each of them.
+        chain = (covering, *covering.ancestors)
+        reserved = next((amount for link in chain if (amount := reservation_for(link.scope, action)) is not None), None)
+        value = reserved.value if reserved is not None else Decimal(0)
+        for link in chain:
+            self._reserve(connection, link.scope.id, link.usage, value)
 
         binding = Binding(
             id=_new_id("binding"),
@@ -590,6 +620,7 @@ class RelationalStore(abc.ABC):
             reserved_count=1,
             time=time,
             sequence=-1,
+            chain=tuple((ancestor.scope.id, ancestor.scope.bearer) for ancestor in covering.ancestors),
         )
         entry = self._append(connection, RecordType.BINDING, time, binding_data(binding))
         binding = dataclasses.replace(binding, sequence=entry.sequence)
@@ -610,6 +641,18 @@ class RelationalStore(abc.ABC):
         if request.redeem:
             connection.execute("INSERT INTO redemptions (binding_id) VALUES (?)", (binding.id,))
         return binding
+
+    def _reserve(self, connection: Transaction, scope_id: str, usage: ScopeUsage, amount: Decimal) -> None:
+        # Under the write lock the condition always holds. It still stops a reservation of a budget
+        # other than the one the judge saw if the usage row is ever changed behind the store.
+        updated = connection.execute(
+            "UPDATE scope_usage SET count = ?, amount = ?"
+            " WHERE scope_id = ? AND count = ? AND amount = ? RETURNING count",
+            (usage.count + 1, str(usage.amount + amount), scope_id, usage.count, str(usage.amount)),
+        ).fetchall()
+        if len(updated) != 1:
+            message = f"usage of scope {scope_id} changed during its reservation"
+            raise StoreError(message, hint="run etlb ledger verify; the usage table may have been altered")
 
     def _record_refusal(
         self,

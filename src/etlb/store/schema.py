@@ -36,6 +36,7 @@ INSERT_ONLY_TABLES: dict[int, tuple[str, ...]] = {
     1: ("ledger", "bindings", "redemptions", "outcomes", "revocations", "scopes", "scope_kinds"),
     2: ("merkle_nodes", "checkpoints", "ledger_index"),
     3: ("agents",),
+    4: ("scope_lineage",),
 }
 
 _MIGRATION_TEMPLATES: tuple[str, ...] = (
@@ -141,6 +142,17 @@ _MIGRATION_TEMPLATES: tuple[str, ...] = (
         key_hash TEXT NOT NULL UNIQUE,
         registered_seq {big_integer} NOT NULL
     );
+    """,
+    """
+    -- Every ancestor of a delegated scope, parent at depth 1. A binding under a scope reserves budget
+    -- of each ancestor too, and an ancestor's rolling windows count its descendants' bindings.
+    CREATE TABLE scope_lineage (
+        scope_id TEXT NOT NULL REFERENCES scopes(id),
+        ancestor_id TEXT NOT NULL REFERENCES scopes(id),
+        depth INTEGER NOT NULL,
+        PRIMARY KEY (scope_id, ancestor_id)
+    );
+    CREATE INDEX scope_lineage_by_ancestor ON scope_lineage(ancestor_id);
     """,
 )
 
