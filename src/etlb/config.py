@@ -1,9 +1,10 @@
 """Loading and validating `etlb.toml`.
 
-The file has four parts: `[gate]` (store URL and the default agent id), `[servers.NAME]` (whether the
-operator trusts a server's tool annotations), `[[rules]]` (the classifier's rules, in order) and
-`[service]` (the HTTP service of `etlb serve`). The store URL can be overridden with the `ETLB_STORE`
-environment variable.
+The file has six parts: `[gate]` (store URL and the default agent id), `[servers.NAME]` (whether the
+operator trusts a server's tool annotations), `[[rules]]` (the classifier's rules, in order),
+`[service]` (the HTTP service of `etlb serve`), `[notify]` (what `etlb notify` sends to bearers) and
+`[approvals]` (who is asked when no scope covers an action).
+The store URL can be overridden with the `ETLB_STORE` environment variable.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from etlb.model import Consequence
 
 __all__ = [
     "DEFAULT_CONFIG_NAME",
+    "ApprovalRoute",
+    "ApprovalsSection",
     "Config",
+    "NotifySection",
     "RuleConfig",
     "ServerConfig",
     "ServiceSection",
@@ -60,6 +64,71 @@ class ServiceSection(_Strict):
     group_commit: bool = True
     group_commit_window_ms: float = Field(default=2.0, ge=0, le=1000)
     group_commit_max_batch: int = Field(default=64, ge=1, le=10_000)
+
+
+class NotifySection(_Strict):
+    """Settings of `etlb notify`, which tells bearers what was bound to them.
+
+    The SMTP password is read from `ETLB_SMTP_PASSWORD` only, so the file never contains it. `state`
+    is the notifier's own SQLite file (cursor and outbox), relative to the configuration's folder.
+    """
+
+    webhook_url: str | None = Field(default=None, pattern=r"^https?://")
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_from: str | None = None
+    smtp_starttls: bool = True
+    smtp_username: str | None = None
+    # The bearer attribute holding the e-mail address, as set with `etlb bearer add --attr email=…`.
+    email_attribute: str = "email"
+    digest_after: int = Field(default=3, ge=1)
+    digest_interval_seconds: int = Field(default=3600, ge=1)
+    poll_seconds: float = Field(default=5.0, gt=0)
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    state: str = "etlb-notify.db"
+
+    @model_validator(mode="after")
+    def _smtp_has_sender(self) -> NotifySection:
+        if self.smtp_host is not None and not self.smtp_from:
+            message = f"notify.smtp_host is {self.smtp_host!r} but notify.smtp_from is missing: set the sender address"
+            raise ValueError(message)
+        return self
+
+
+class ApprovalRoute(_Strict):
+    """Who is asked to approve actions of the kinds matching `kinds` (globs) that no scope covers.
+
+    With `order = "pool"` any listed approver may answer at any time. With `order = "sequence"`
+    the deadline is split into equal turns: the first approver may answer from the start, the
+    second from the start of the second turn, and so on; an earlier approver may still answer later.
+    """
+
+    kinds: list[str] = Field(min_length=1)
+    approvers: list[str] = Field(min_length=1)
+    order: Literal["pool", "sequence"] = "pool"
+    deadline_seconds: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)
+
+
+class ApprovalsSection(_Strict):
+    """Approval requests for irreversible actions that no standing scope covers.
+
+    Approvals are on when at least one route is configured. `wait` makes `Gate.bind` block until
+    the request is answered or its deadline passes; without it, `bind` raises `ApprovalPending`
+    with the request's id at once. `webhook_url` receives each new request, signed by the gate.
+    `page_url` is the service's base address, for links to the approval page.
+    """
+
+    routes: list[ApprovalRoute] = []
+    deadline_seconds: int = Field(default=900, ge=1, le=30 * 24 * 3600)
+    wait: bool = True
+    poll_seconds: float = Field(default=0.25, gt=0, le=60)
+    webhook_url: str | None = Field(default=None, pattern=r"^https?://")
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    page_url: str | None = Field(default=None, pattern=r"^https?://")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.routes)
 
 
 class RuleConfig(_Strict):
@@ -113,6 +182,8 @@ class _ConfigFile(_Strict):
     servers: dict[str, ServerConfig] = {}
     rules: list[RuleConfig] = []
     service: ServiceSection = ServiceSection()
+    notify: NotifySection = NotifySection()
+    approvals: ApprovalsSection = ApprovalsSection()
 
 
 @dataclass(frozen=True)
@@ -127,6 +198,8 @@ class Config:
     rules: tuple[RuleConfig, ...]
     path: Path | None
     service: ServiceSection = field(default_factory=ServiceSection)
+    notify: NotifySection = field(default_factory=NotifySection)
+    approvals: ApprovalsSection = field(default_factory=ApprovalsSection)
 
     @property
     def base_dir(self) -> Path:
@@ -183,6 +256,8 @@ def parse_config(text: str, *, path: Path | None = None) -> Config:
         rules=rules,
         path=path,
         service=parsed.service,
+        notify=parsed.notify,
+        approvals=parsed.approvals,
     )
 
 

@@ -148,6 +148,8 @@ def scope_from_payload(payload: dict[str, Any], *, jws: str, key_id: str) -> Sco
         parent_id=payload.get("parent"),
         delegator=payload.get("delegator"),
         delegation=payload.get("delegation"),
+        action_digest=payload.get("action_digest"),
+        approval=payload.get("approval"),
     )
 
 
@@ -338,6 +340,13 @@ def _check_scope_payload(payload: dict[str, Any]) -> None:
     ):
         message = f"scope definitions must map 'server/tool' to 'sha256:<64 hex>', got {definitions!r}"
         raise DeclarationError(message, hint="get the digests with: etlb mcp-tools -- COMMAND")
+
+    digest = payload.get("action_digest")
+    if digest is not None and (not isinstance(digest, str) or not _DIGEST.fullmatch(digest)):
+        raise DeclarationError(f"scope action_digest must be 'sha256:<64 hex>', got {digest!r}")
+    approval = payload.get("approval")
+    if approval is not None and (not isinstance(approval, str) or digest is None):
+        raise DeclarationError("an approval scope needs a request id in 'approval' and the action's 'action_digest'")
 
     delegated = [name for name in ("parent", "delegator", "delegation") if name in payload]
     if delegated and len(delegated) != 3:

@@ -11,8 +11,10 @@
     │   └── StoreUnavailable     the store cannot be opened or read at all
     ├── LedgerIntegrityError     `ledger verify` found a record that does not match its hashes
     ├── BindingConsumed          a binding was used twice, or for another action
+    ├── ApprovalClosed           an approval answer came after the request was answered or expired
     ├── UpstreamError            the MCP proxy's upstream server cannot be started
     └── Refused                  no bearer accepted liability; `refusal` carries the reasons as data
+        └── ApprovalPending      not yet: an approval request waits for an answer, nothing ran
 
 Errors from third-party packages (sqlite3, joserfc, cryptography, mcp) are translated into these at
 the module that calls the package, and chained with `from`.
@@ -25,9 +27,13 @@ from typing import TYPE_CHECKING
 from etlb.model import ReasonCode
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from etlb.model import Refusal
 
 __all__ = [
+    "ApprovalClosed",
+    "ApprovalPending",
     "BindingConsumed",
     "ClassificationError",
     "ConfigError",
@@ -103,6 +109,10 @@ class BindingConsumed(EtlbError):
     code = ReasonCode.BINDING_CONSUMED
 
 
+class ApprovalClosed(EtlbError):
+    """An answer arrived for an approval request that was already answered or has expired."""
+
+
 class UpstreamError(EtlbError):
     """The upstream MCP server could not be started or did not complete the MCP handshake."""
 
@@ -118,6 +128,21 @@ class Refused(EtlbError):
     @property
     def code(self) -> ReasonCode:
         return self.refusal.code
+
+
+class ApprovalPending(Refused):
+    """No scope covered the action, and an approval request now waits for an approver's answer.
+
+    The action has not run. `request_id` names the request: resume it with `Gate.resume` once an
+    approver answered, before `deadline`.
+    """
+
+    def __init__(self, refusal: Refusal, *, request_id: str, deadline: datetime, approvers: tuple[str, ...]) -> None:
+        super().__init__(refusal, recorded=True)
+        self.request_id = request_id
+        self.deadline = deadline
+        self.approvers = approvers
+        self.hint = f"nothing ran; ask {' or '.join(approvers)} to answer approval request {request_id}"
 
 
 def _refusal_hint(refusal: Refusal) -> str:

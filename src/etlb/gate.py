@@ -17,6 +17,7 @@ import functools
 import hashlib
 import logging
 import secrets
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -24,6 +25,17 @@ from pathlib import Path
 from typing import Any, NoReturn, ParamSpec, TypeVar, cast
 
 from etlb.analysis import AnalysisError
+from etlb.approval.model import (
+    DECLINE_TYP,
+    ApprovalPlan,
+    ApprovalRequest,
+    ApprovalStatus,
+    acceptance_payload_for,
+    decline_payload_for,
+    plan_for,
+    turn_failure,
+)
+from etlb.approval.webhook import announce_request
 from etlb.classify import Classifier, unclassified_action
 from etlb.config import Config, load_config
 from etlb.declarations import (
@@ -35,6 +47,7 @@ from etlb.declarations import (
     scope_id_for,
 )
 from etlb.errors import (
+    ApprovalPending,
     ClassificationError,
     DeclarationError,
     EtlbError,
@@ -65,7 +78,7 @@ from etlb.model import (
 from etlb.resolve import Candidate, Resolution, refusal_message, resolve
 from etlb.signing import read_unverified, verify_jws
 from etlb.store import ScopeState, Store, UnavailableStore, open_store
-from etlb.store.base import DecideRequest
+from etlb.store.base import DecideRequest, Decision, Judge
 
 __all__ = ["Gate"]
 
@@ -147,14 +160,20 @@ class Gate:
         agent: str | None = None,
         annotations: Mapping[str, Any] | None = None,
         redeem: bool = False,
+        wait: bool | None = None,
     ) -> Binding | None:
         """Bind an irreversible call to a bearer, or raise `Refused`.
 
         Returns None when the action is reversible and may run without a binding. Without `redeem`
         the binding is not yet used: pass it to `redeem` right before the tool runs. With `redeem`,
         a caller that runs the tool at once marks it used in the same transaction, saving a commit.
+
+        Where no scope covers the action and `[approvals]` routes its kind to approvers, an approval
+        request is opened. With `wait` (default: `approvals.wait`) this call blocks until an approver
+        answers or the deadline passes, and returns the approver's binding or raises `Refused`.
+        Without it, it raises `ApprovalPending` at once; pass its `request_id` to `resume` later.
         """
-        return self._bind(call, agent=agent, annotations=annotations, redeem=redeem)
+        return self._bind(call, agent=agent, annotations=annotations, redeem=redeem, wait=wait)
 
     def bind_many(
         self, calls: Sequence[tuple[ToolCall, str]], *, redeem: Sequence[bool] | None = None
@@ -191,7 +210,12 @@ class Gate:
             return results
 
         requests = [
-            DecideRequest(action=action, judge=self._judge_at(action, now), redeem=flags[index])
+            DecideRequest(
+                action=action,
+                judge=self._judge_at(action, now),
+                redeem=flags[index],
+                approval=self._approval_plan(action),
+            )
             for index, action in pending
         ]
         try:
@@ -286,6 +310,181 @@ class Gate:
             return guard_function(function, tool=tool, server=server, bind=bind, record_outcome=self._record_outcome)
 
         return decorate
+
+    # Approvals
+
+    def approval(self, request_id: str) -> ApprovalRequest:
+        """Return an approval request, closing it first as timed out if its deadline has passed."""
+        self.store.expire_approvals(time=self._clock(), request_id=request_id)
+        request = self.store.get_approval(request_id)
+        if request is None:
+            message = f"approval request {request_id} not found"
+            raise NotFoundError(message, hint="list pending requests with: etlb approve --list")
+        return request
+
+    def pending_approvals(self) -> list[ApprovalRequest]:
+        """Refuse every request past its deadline, then return those still waiting, oldest first."""
+        self.store.expire_approvals(time=self._clock())
+        return self.store.list_approvals(pending=True)
+
+    def approval_payload(
+        self, request_id: str, bearer: str, *, decline: bool = False, reason: str = ""
+    ) -> dict[str, Any]:
+        """Return what `bearer` signs to accept (a one-execution scope) or decline a pending request."""
+        request = self.approval(request_id)
+        failure = turn_failure(request, bearer, self._clock()) if request.pending else f"request is {request.status}"
+        if failure is not None:
+            raise DeclarationError(f"{bearer} cannot answer approval request {request_id}: {failure}")
+        if decline:
+            return decline_payload_for(request, bearer, reason=reason, issued_at=self._clock())
+        return acceptance_payload_for(request, bearer, issued_at=self._clock())
+
+    def answer_approval(self, request_id: str, jws: str) -> ApprovalRequest:
+        """Record an approver's signed answer: a one-execution scope accepts, a decline statement declines.
+
+        The first valid acceptance binds the action to its signer; the binding is not yet redeemed,
+        so the waiting gate or `resume` runs the action once. Raises `SignatureError` or
+        `DeclarationError` for an answer that is not a valid one for this request, which leaves the
+        request pending, and `ApprovalClosed` when it was already answered or has expired.
+        """
+        header, payload = read_unverified(jws)
+        bearer_id = payload.get("bearer")
+        bearer = self.store.get_bearer(bearer_id) if isinstance(bearer_id, str) else None
+        if bearer is None or bearer.status is not BearerStatus.ACTIVE:
+            message = f"the answer is signed in the name of {bearer_id!r}, who is not an active registered bearer"
+            raise SignatureError(message, hint="register the approver first: etlb bearer add")
+        key = bearer.key(str(header.get("kid", "")))
+        if key is None:
+            message = f"the answer is signed with key {header.get('kid')!r}, which is not registered to {bearer.id}"
+            raise SignatureError(message, hint="sign with the key file registered for this bearer")
+
+        request = self.approval(request_id)
+        now = self._clock()
+        if header.get("typ") == DECLINE_TYP:
+            statement = verify_jws(jws, key.public_jwk, typ=DECLINE_TYP)
+            self._check_answer(request, bearer.id, statement.get("request_id"), statement.get("action_digest"), now)
+            closed = self.store.decline_approval(request_id, bearer.id, jws, str(statement.get("reason", "")), time=now)
+        else:
+            scope = scope_from_payload(verify_jws(jws, key.public_jwk, typ=SCOPE_TYP), jws=jws, key_id=key.key_id)
+            self._check_answer(request, bearer.id, scope.approval, scope.action_digest, now)
+            closed = self.store.accept_approval(
+                request_id, scope, time=now, judge=self._judge_only(scope.id, request.action, now)
+            )
+        logger.info(
+            "event=approval_answered request=%s bearer=%s status=%s", request_id, bearer.id, closed.status.value
+        )
+        return closed
+
+    def resume(
+        self, request_id: str, call: ToolCall | None = None, *, wait: bool = False, redeem: bool = True
+    ) -> Binding:
+        """Return the binding an approver's acceptance made for a request, redeemed for one run.
+
+        With `call`, the call is classified again and must be the requested action. Raises
+        `ApprovalPending` while no answer has come (or waits for one with `wait`), `Refused` when
+        the request was declined, timed out or failed, and `BindingConsumed` if it already ran.
+        """
+        request = self.approval(request_id)
+        if call is not None:
+            action = self.classify(call, agent=request.action.agent)
+            if action.digest != request.action.digest:
+                message = f"approval request {request_id} is for action {request.action.digest}, not {action.digest}"
+                raise DeclarationError(message)
+        if request.pending and not wait:
+            raise _pending(request)
+        if request.pending:
+            return self._await_approval(request, redeem=redeem)
+        return self._approval_result(request, redeem=redeem)
+
+    def _approval_plan(self, action: Action) -> ApprovalPlan | None:
+        section = self.config.approvals
+        if not section.enabled:
+            return None
+        # Approvals are on, so an action no route names is refused with `no_approvers`.
+        return plan_for(section, action) or ApprovalPlan(approvers=(), order="pool", deadline_seconds=0)
+
+    def _check_answer(
+        self, request: ApprovalRequest, bearer: str, request_id: object, digest: object, now: datetime
+    ) -> None:
+        if request_id != request.id or digest != request.action.digest:
+            message = (
+                f"the answer is signed for request {request_id!r} and action {digest!r}, "
+                f"not request {request.id} and action {request.action.digest}"
+            )
+            raise SignatureError(message, hint="sign the answer for this request: etlb approve REQUEST_ID")
+        failure = turn_failure(request, bearer, now) if request.pending else None
+        if failure is not None:
+            raise DeclarationError(failure)
+
+    def _judge_only(self, scope_id: str, action: Action, now: datetime) -> Judge:
+        """Judge with the approver's own scope alone, so the acceptance binds the approver or nobody."""
+
+        def judge(states: Sequence[ScopeState]) -> Resolution:
+            return self._judge(action, [state for state in states if state.scope.id == scope_id], now)
+
+        return judge
+
+    def _await_approval(self, request: ApprovalRequest, *, redeem: bool) -> Binding:
+        """Poll the store until the request is answered or its deadline passes; fail closed on any error."""
+        section = self.config.approvals
+        remaining = max(0.0, (request.deadline - self._clock()).total_seconds())
+        give_up = time.monotonic() + remaining
+        logger.info("event=approval_wait request=%s deadline=%s", request.id, format_time(request.deadline))
+        try:
+            while True:
+                current = self.store.get_approval(request.id)
+                if current is None:
+                    message = f"approval request {request.id} disappeared from the store"
+                    raise StoreError(message)
+                if not current.pending:
+                    return self._approval_result(current, redeem=redeem)
+                if time.monotonic() >= give_up or self._clock() >= request.deadline:
+                    self.store.expire_approvals(time=max(self._clock(), request.deadline), request_id=request.id)
+                    continue
+                time.sleep(min(section.poll_seconds, max(0.0, give_up - time.monotonic())) or section.poll_seconds)
+        except StoreError as error:
+            # The request stays in the store: it is refused at its deadline by the next gate that looks.
+            logger.error("event=refusal request=%s reason=store_unavailable error=%s", request.id, error)
+            self._refuse(request.action, ReasonCode.STORE_UNAVAILABLE, str(error), self._clock(), record=False)
+
+    def _approval_result(self, request: ApprovalRequest, *, redeem: bool) -> Binding:
+        if request.status is ApprovalStatus.ACCEPTED and request.binding_id is not None:
+            state = self.store.get_binding(request.binding_id)
+            if state is None:
+                message = f"binding {request.binding_id} of approval request {request.id} is missing"
+                raise StoreError(message, hint="run etlb ledger verify")
+            if redeem:
+                self.store.redeem(state.binding.id, state.binding.action.digest)
+            logger.info("event=binding request=%s bearer=%s binding=%s", request.id, request.bearer, request.binding_id)
+            return state.binding
+
+        code = request.code or ReasonCode.INTERNAL_ERROR
+        refusal = Refusal(
+            id=request.refusal_id or request.id,
+            action=request.action,
+            code=code,
+            reasons=request.reasons,
+            message=f"{refusal_message(request.action, code, ())}: {request.detail}",
+            time=self._clock(),
+        )
+        raise Refused(refusal, recorded=request.refusal_id is not None)
+
+    def _announce(self, request: ApprovalRequest) -> None:
+        """Tell the approval webhook, if one is configured, about a new request. Never raises."""
+        logger.info(
+            "event=approval_requested request=%s action=%s approvers=%s deadline=%s",
+            request.id,
+            request.action.digest,
+            ",".join(request.approvers),
+            format_time(request.deadline),
+        )
+        if self.config.approvals.webhook_url is None:
+            return
+        try:
+            announce_request(self.config, request)
+        except Exception:
+            # The request stays pending; approvers can still answer through the other channels.
+            logger.exception("webhook for approval request %s failed", request.id)
 
     # Declarations
 
@@ -410,7 +609,13 @@ class Gate:
     # Internals
 
     def _bind(
-        self, call: ToolCall, *, agent: str | None, annotations: Mapping[str, Any] | None, redeem: bool
+        self,
+        call: ToolCall,
+        *,
+        agent: str | None,
+        annotations: Mapping[str, Any] | None,
+        redeem: bool,
+        wait: bool | None = False,
     ) -> Binding | None:
         agent_id = agent or self.config.agent
         now = self._clock()
@@ -431,7 +636,11 @@ class Gate:
 
         try:
             result = self.store.decide(
-                action, time=now, judge=lambda states: self._judge(action, states, now), redeem=redeem
+                action,
+                time=now,
+                judge=lambda states: self._judge(action, states, now),
+                redeem=redeem,
+                approval=self._approval_plan(action),
             )
         except StoreError as error:
             logger.error(
@@ -454,6 +663,13 @@ class Gate:
                 result.code,
             )
             raise Refused(result)
+        if isinstance(result, ApprovalRequest):
+            self._announce(result)
+            if wait is None:
+                wait = self.config.approvals.wait
+            if not wait:
+                raise _pending(result)
+            return self._await_approval(result, redeem=redeem)
 
         logger.info(
             "event=binding agent=%s action=%s bearer=%s scope=%s binding=%s",
@@ -479,7 +695,11 @@ class Gate:
     def _judge_at(self, action: Action, now: datetime) -> Callable[[Sequence[ScopeState]], Resolution]:
         return lambda states: self._judge(action, states, now)
 
-    def _batch_result(self, action: Action, result: Binding | Refusal) -> Binding | Refused:
+    def _batch_result(self, action: Action, result: Decision) -> Binding | Refused:
+        # A batch never waits: its callers are service requests, which poll the approval instead.
+        if isinstance(result, ApprovalRequest):
+            self._announce(result)
+            return _pending(result)
         if isinstance(result, Refusal):
             logger.info(
                 "event=refusal agent=%s action=%s kind=%s reason=%s",
@@ -546,6 +766,24 @@ def _verified(jws: str, x: str) -> bool:
     except SignatureError:
         return False
     return True
+
+
+def _pending(request: ApprovalRequest) -> ApprovalPending:
+    action = request.action
+    message = (
+        f"{refusal_message(action, ReasonCode.APPROVAL_PENDING, request.reasons)}\n"
+        f"approval request {request.id} waits for {' or '.join(request.approvers)} "
+        f"until {format_time(request.deadline)}; nothing ran"
+    )
+    refusal = Refusal(
+        id=request.id,
+        action=action,
+        code=ReasonCode.APPROVAL_PENDING,
+        reasons=request.reasons,
+        message=message,
+        time=request.created,
+    )
+    return ApprovalPending(refusal, request_id=request.id, deadline=request.deadline, approvers=request.approvers)
 
 
 def _candidate(state: ScopeState) -> Candidate:

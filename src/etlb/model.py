@@ -69,6 +69,8 @@ class ReasonCode(enum.StrEnum):
     INTERNAL_ERROR = "internal_error"
     # The operator's rule for the tool could not be applied to the call's arguments.
     CLASSIFICATION_FAILED = "classification_failed"
+    # Not a final refusal: an approval request waits for an answer, and the action has not run.
+    APPROVAL_PENDING = "approval_pending"
 
 
 class Consequence(enum.StrEnum):
@@ -451,6 +453,9 @@ class Scope:
     parent_id: str | None = None
     delegator: str | None = None
     delegation: str | None = None
+    # An approval's one-execution scope covers exactly this action digest, for the request `approval`.
+    action_digest: str | None = None
+    approval: str | None = None
 
     @property
     def delegated(self) -> bool:

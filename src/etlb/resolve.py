@@ -216,6 +216,8 @@ def coverage_failure(scope: Scope, action: Action) -> tuple[ReasonCode, str] | N
     The agent, every part's kind and resources, the pinned tool definition and the `when` condition
     must all admit the action. Ledger verification and receipts use the same check on recorded actions.
     """
+    if scope.action_digest is not None and action.digest != scope.action_digest:
+        return ReasonCode.NO_COVERING_SCOPE, f"scope covers only the approved action {scope.action_digest}"
     if not any(glob_match(pattern, action.agent, AGENT_SEPARATOR) for pattern in scope.agents):
         return ReasonCode.AGENT_NOT_COVERED, f"agent {action.agent} is not covered by {_listing(scope.agents)}"
 

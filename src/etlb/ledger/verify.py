@@ -195,9 +195,36 @@ class _Replay:
         self.scopes: dict[str, _ScopeReplay] = {}
         self.bindings: dict[str, str] = {}
         self.completed: set[str] = set()
+        # Approval requests by id: the action digest asked for, and whether the request is closed.
+        self.approvals: dict[str, str] = {}
+        self.closed_approvals: set[str] = set()
 
     def apply(self, record: dict[str, Any]) -> None:
+        record_type = RecordType(record["type"])
+        if record_type in (RecordType.APPROVAL_REQUESTED, RecordType.APPROVAL_CLOSED):
+            self._apply_approval(record_type, record["data"])
+            return
         _replay(record, self.keys, self.bearer_status, self.scopes, self.bindings, self.completed)
+
+    def _apply_approval(self, record_type: RecordType, data: dict[str, Any]) -> None:
+        request_id = data["request_id"]
+        if record_type is RecordType.APPROVAL_REQUESTED:
+            if request_id in self.approvals:
+                raise _ReplayError(f"approval request {request_id} is opened twice")
+            self.approvals[request_id] = data["action"]["digest"]
+            return
+
+        if request_id not in self.approvals:
+            raise _ReplayError(f"approval request {request_id} is closed but was never opened")
+        if request_id in self.closed_approvals:
+            raise _ReplayError(f"approval request {request_id} is closed twice")
+        self.closed_approvals.add(request_id)
+        binding_id = data.get("binding_id")
+        if data["status"] == "accepted":
+            if binding_id not in self.bindings:
+                raise _ReplayError(f"approval request {request_id} is accepted with binding {binding_id}, not earlier")
+            if self.bindings[binding_id] != self.approvals[request_id]:
+                raise _ReplayError(f"approval request {request_id} is accepted with a binding of another action")
 
     def usage_problems(self, usage_table: Mapping[str, ScopeUsage]) -> list[Problem]:
         problems = []

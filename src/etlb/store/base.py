@@ -20,12 +20,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from etlb.approval.model import ApprovalPlan, ApprovalRequest
 from etlb.ledger.receipt import ReceiptMaterial
 from etlb.ledger.records import LedgerEntry
 from etlb.model import Action, Bearer, BearerStatus, Binding, Outcome, Refusal, Scope, ScopeUsage
 from etlb.resolve import Resolution
 
-__all__ = ["BindingState", "DecideRequest", "Judge", "LedgerQuery", "ReceiptMaterial", "ScopeState", "Store"]
+__all__ = [
+    "BindingState",
+    "DecideRequest",
+    "Decision",
+    "Judge",
+    "LedgerQuery",
+    "ReceiptMaterial",
+    "ScopeState",
+    "Store",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +78,21 @@ class LedgerQuery:
 
 
 Judge = Callable[[Sequence[ScopeState]], Resolution]
+# What a decision ends in: a binding, a refusal, or an approval request still waiting for an answer.
+Decision = Binding | Refusal | ApprovalRequest
 
 
 @dataclass(frozen=True, slots=True)
 class DecideRequest:
-    """One action to decide in `Store.decide_many`: its judge, and whether to redeem its binding at once."""
+    """One action to decide in `Store.decide_many`: its judge, whether to redeem its binding at once,
+    and the approval plan to follow when no scope covers it."""
 
     action: Action
     judge: Judge
     redeem: bool = False
+    # Where no scope covers the action: open an approval request with this plan instead of refusing.
+    # A plan without approvers refuses with `no_approvers`.
+    approval: ApprovalPlan | None = None
 
 
 class Store(Protocol):
@@ -104,9 +120,31 @@ class Store(Protocol):
 
     def candidates(self, action: Action, *, time: datetime) -> list[ScopeState]: ...
 
-    def decide(self, action: Action, *, time: datetime, judge: Judge, redeem: bool = False) -> Binding | Refusal: ...
+    def decide(
+        self,
+        action: Action,
+        *,
+        time: datetime,
+        judge: Judge,
+        redeem: bool = False,
+        approval: ApprovalPlan | None = None,
+    ) -> Decision: ...
 
-    def decide_many(self, requests: Sequence[DecideRequest], *, time: datetime) -> list[Binding | Refusal]: ...
+    def decide_many(self, requests: Sequence[DecideRequest], *, time: datetime) -> list[Decision]: ...
+
+    def get_approval(self, request_id: str) -> ApprovalRequest | None: ...
+
+    def list_approvals(self, *, pending: bool = False) -> list[ApprovalRequest]: ...
+
+    def accept_approval(
+        self, request_id: str, scope: Scope, *, time: datetime, judge: Judge, redeem: bool = False
+    ) -> ApprovalRequest: ...
+
+    def decline_approval(
+        self, request_id: str, bearer: str, jws: str, reason: str, *, time: datetime
+    ) -> ApprovalRequest: ...
+
+    def expire_approvals(self, *, time: datetime, request_id: str | None = None) -> list[ApprovalRequest]: ...
 
     def append_refusal(self, refusal: Refusal) -> LedgerEntry: ...
 

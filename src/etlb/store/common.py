@@ -30,10 +30,18 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NoReturn, Protocol
 
+from etlb.approval.model import ApprovalPlan, ApprovalRequest, ApprovalStatus, new_request_id
 from etlb.declarations import scope_from_payload
-from etlb.errors import BindingConsumed, DeclarationError, NotFoundError, StoreError, StoreUnavailable
+from etlb.errors import (
+    ApprovalClosed,
+    BindingConsumed,
+    DeclarationError,
+    NotFoundError,
+    StoreError,
+    StoreUnavailable,
+)
 from etlb.ledger import merkle
 from etlb.ledger.checkpoint import CheckpointSigner
 from etlb.ledger.receipt import ReceiptMaterial
@@ -72,7 +80,7 @@ from etlb.model import (
 from etlb.patterns import is_pattern, literal_prefix
 from etlb.resolve import refusal_message, reservation_for
 from etlb.signing import read_unverified
-from etlb.store.base import BindingState, DecideRequest, Judge, LedgerQuery, ScopeState
+from etlb.store.base import BindingState, DecideRequest, Decision, Judge, LedgerQuery, ScopeState
 
 __all__ = ["RelationalStore", "Rows", "Transaction", "check_schema_version"]
 
@@ -417,25 +425,28 @@ class RelationalStore(abc.ABC):
 
     def add_scope(self, scope: Scope, *, time: datetime) -> LedgerEntry:
         with self._write() as connection:
-            if connection.execute("SELECT 1 FROM scopes WHERE id = ?", (scope.id,)).fetchone():
-                message = f"scope {scope.id} is already declared"
-                raise DeclarationError(message, hint="a signed scope is declared once; sign a new one to change it")
+            return self._add_scope(connection, scope, time)
 
-            entry = self._append(connection, RecordType.SCOPE_DECLARED, time, scope_data(scope))
-            connection.execute(
-                "INSERT INTO scopes (id, bearer_id, key_id, jws, declared_seq) VALUES (?, ?, ?, ?, ?)",
-                (scope.id, scope.bearer, scope.key_id, scope.jws, entry.sequence),
-            )
-            connection.executemany(
-                "INSERT INTO scope_kinds (prefix, is_pattern, scope_id) VALUES (?, ?, ?)",
-                [(literal_prefix(kind), int(is_pattern(kind)), scope.id) for kind in set(scope.kinds)],
-            )
-            connection.execute(
-                "INSERT INTO scope_usage (scope_id, count, amount) VALUES (?, 0, '0')",
-                (scope.id,),
-            )
-            if scope.parent_id is not None:
-                self._add_lineage(connection, scope)
+    def _add_scope(self, connection: Transaction, scope: Scope, time: datetime) -> LedgerEntry:
+        if connection.execute("SELECT 1 FROM scopes WHERE id = ?", (scope.id,)).fetchone():
+            message = f"scope {scope.id} is already declared"
+            raise DeclarationError(message, hint="a signed scope is declared once; sign a new one to change it")
+
+        entry = self._append(connection, RecordType.SCOPE_DECLARED, time, scope_data(scope))
+        connection.execute(
+            "INSERT INTO scopes (id, bearer_id, key_id, jws, declared_seq) VALUES (?, ?, ?, ?, ?)",
+            (scope.id, scope.bearer, scope.key_id, scope.jws, entry.sequence),
+        )
+        connection.executemany(
+            "INSERT INTO scope_kinds (prefix, is_pattern, scope_id) VALUES (?, ?, ?)",
+            [(literal_prefix(kind), int(is_pattern(kind)), scope.id) for kind in set(scope.kinds)],
+        )
+        connection.execute(
+            "INSERT INTO scope_usage (scope_id, count, amount) VALUES (?, 0, '0')",
+            (scope.id,),
+        )
+        if scope.parent_id is not None:
+            self._add_lineage(connection, scope)
         return entry
 
     def _add_lineage(self, connection: Transaction, scope: Scope) -> None:
@@ -557,11 +568,19 @@ class RelationalStore(abc.ABC):
 
     # Decisions
 
-    def decide(self, action: Action, *, time: datetime, judge: Judge, redeem: bool = False) -> Binding | Refusal:
-        """Judge the candidate scopes and record a binding or a refusal, in one write transaction."""
-        return self.decide_many([DecideRequest(action, judge, redeem)], time=time)[0]
+    def decide(
+        self,
+        action: Action,
+        *,
+        time: datetime,
+        judge: Judge,
+        redeem: bool = False,
+        approval: ApprovalPlan | None = None,
+    ) -> Decision:
+        """Judge the candidate scopes and record a binding, a refusal or an approval request, in one transaction."""
+        return self.decide_many([DecideRequest(action, judge, redeem, approval)], time=time)[0]
 
-    def decide_many(self, requests: Sequence[DecideRequest], *, time: datetime) -> list[Binding | Refusal]:
+    def decide_many(self, requests: Sequence[DecideRequest], *, time: datetime) -> list[Decision]:
         """Decide every request in order in one write transaction: one commit and one checkpoint.
 
         Each request is judged against usage reloaded inside the transaction, so it sees the
@@ -584,7 +603,7 @@ class RelationalStore(abc.ABC):
             if (state := self._load_scope_state(connection, scope_id, now=time)) is not None
         ]
 
-    def _decide_one(self, connection: Transaction, request: DecideRequest, time: datetime) -> Binding | Refusal:
+    def _decide_one(self, connection: Transaction, request: DecideRequest, time: datetime) -> Decision:
         action = request.action
         states = self._candidates(connection, action, time)
         try:
@@ -597,8 +616,15 @@ class RelationalStore(abc.ABC):
             return self._record_refusal(connection, action, code, (), message, time)
 
         if not resolution.covering:
+            plan = request.approval
+            if plan is not None and plan.approvers:
+                return self._open_approval(connection, action, resolution.reasons, plan, time)
             code = resolution.overall_code
             message = refusal_message(action, code, resolution.reasons)
+            if plan is not None:
+                code = ReasonCode.NO_APPROVERS
+                missing = f"no approver is configured for kind {action.kind}"
+                message = f"{refusal_message(action, code, resolution.reasons)}\n{missing}"
             return self._record_refusal(connection, action, code, resolution.reasons, message, time)
 
         covering = resolution.covering[0]
@@ -641,6 +667,240 @@ class RelationalStore(abc.ABC):
         if request.redeem:
             connection.execute("INSERT INTO redemptions (binding_id) VALUES (?)", (binding.id,))
         return binding
+
+    # Approval requests
+
+    def _open_approval(
+        self,
+        connection: Transaction,
+        action: Action,
+        reasons: Sequence[ScopeReason],
+        plan: ApprovalPlan,
+        time: datetime,
+    ) -> ApprovalRequest:
+        request = ApprovalRequest(
+            id=new_request_id(),
+            action=action,
+            reasons=tuple(reasons),
+            approvers=plan.approvers,
+            order=plan.order,
+            created=time,
+            deadline=time + timedelta(seconds=plan.deadline_seconds),
+            sequence=-1,
+        )
+        data = {
+            "request_id": request.id,
+            "action": action_json(action),
+            "reasons": [reason.to_json() for reason in reasons],
+            "approvers": list(plan.approvers),
+            "order": plan.order,
+            "deadline": format_time(request.deadline),
+        }
+        entry = self._append(connection, RecordType.APPROVAL_REQUESTED, time, data)
+        connection.execute(
+            "INSERT INTO approval_requests (id, action, action_digest, reasons, approvers, approval_order,"
+            " created, deadline, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                request.id,
+                json.dumps(action_json(action)),
+                action.digest,
+                json.dumps(data["reasons"]),
+                json.dumps(list(plan.approvers)),
+                plan.order,
+                format_time(time),
+                format_time(request.deadline),
+                entry.sequence,
+            ),
+        )
+        return dataclasses.replace(request, sequence=entry.sequence)
+
+    def get_approval(self, request_id: str) -> ApprovalRequest | None:
+        with self._read() as connection:
+            return self._load_approval(connection, request_id)
+
+    def list_approvals(self, *, pending: bool = False) -> list[ApprovalRequest]:
+        """Return approval requests, oldest first; with `pending`, only those not closed yet."""
+        sql = "SELECT r.id FROM approval_requests r"
+        if pending:
+            sql += " LEFT JOIN approval_closures c ON c.request_id = r.id WHERE c.request_id IS NULL"
+        with self._read() as connection:
+            ids = [row[0] for row in connection.execute(sql + " ORDER BY r.seq").fetchall()]
+            requests = [self._load_approval(connection, request_id) for request_id in ids]
+        return [request for request in requests if request is not None]
+
+    def accept_approval(
+        self, request_id: str, scope: Scope, *, time: datetime, judge: Judge, redeem: bool = False
+    ) -> ApprovalRequest:
+        """Declare an approver's one-execution scope and bind the request's action under it, in one transaction.
+
+        Raises `ApprovalClosed` when the request was already answered or has expired, and records
+        the expiry first when the deadline has passed. When the binding fails (the approver was
+        suspended meanwhile, say) the request closes as failed with the refusal.
+        """
+        with self._write() as connection:
+            request = self._open_request(connection, request_id, time)
+            if request is None:
+                closed = None
+            else:
+                closed = self._accept(connection, request, scope, time, judge, redeem)
+        return closed or _expired(request_id)
+
+    def _accept(
+        self,
+        connection: Transaction,
+        request: ApprovalRequest,
+        scope: Scope,
+        time: datetime,
+        judge: Judge,
+        redeem: bool,
+    ) -> ApprovalRequest:
+        self._add_scope(connection, scope, time)
+        result = self._decide_one(connection, DecideRequest(request.action, judge, redeem), time)
+        if isinstance(result, Binding):
+            self._close_approval(connection, request, ApprovalStatus.ACCEPTED, scope.bearer, time, binding=result.id)
+        else:
+            message = result.message if isinstance(result, Refusal) else "another approval request was opened"
+            detail = f"the acceptance by {scope.bearer} could not bind the action: {message}"
+            refusal = result if isinstance(result, Refusal) else None
+            self._close_approval(
+                connection, request, ApprovalStatus.FAILED, scope.bearer, time, refusal=refusal, detail=detail
+            )
+        closed = self._load_approval(connection, request.id)
+        assert closed is not None
+        return closed
+
+    def decline_approval(
+        self, request_id: str, bearer: str, jws: str, reason: str, *, time: datetime
+    ) -> ApprovalRequest:
+        """Close a request as declined by `bearer`, whose signed statement `jws` the gate has verified."""
+        with self._write() as connection:
+            request = self._open_request(connection, request_id, time)
+            closed = None
+            if request is not None:
+                detail = f"declined by {bearer}" + (f": {reason}" if reason else "")
+                refusal = self._refuse_request(connection, request, ReasonCode.APPROVAL_DECLINED, detail, time)
+                self._close_approval(
+                    connection,
+                    request,
+                    ApprovalStatus.DECLINED,
+                    bearer,
+                    time,
+                    refusal=refusal,
+                    detail=detail,
+                    statement=jws,
+                )
+                closed = self._load_approval(connection, request_id)
+        return closed or _expired(request_id)
+
+    def expire_approvals(self, *, time: datetime, request_id: str | None = None) -> list[ApprovalRequest]:
+        """Refuse every pending request whose deadline is not after `time` (or only `request_id`)."""
+        sql = (
+            "SELECT r.id FROM approval_requests r LEFT JOIN approval_closures c ON c.request_id = r.id"
+            " WHERE c.request_id IS NULL AND r.deadline <= ?"
+        )
+        parameters: list[Any] = [format_time(time)]
+        if request_id is not None:
+            sql += " AND r.id = ?"
+            parameters.append(request_id)
+        with self._write() as connection:
+            expired = []
+            for row in connection.execute(sql + " ORDER BY r.seq", parameters).fetchall():
+                request = self._load_approval(connection, row[0])
+                assert request is not None
+                self._expire(connection, request, time)
+                expired.append(self._load_approval(connection, row[0]))
+        return [request for request in expired if request is not None]
+
+    def _open_request(self, connection: Transaction, request_id: str, time: datetime) -> ApprovalRequest | None:
+        """Load a request that can still be answered, under the write lock.
+
+        Raises `NotFoundError` or `ApprovalClosed`. Returns None when the deadline has passed, after
+        recording the expiry in this transaction; the caller commits it, then raises `ApprovalClosed`.
+        """
+        request = self._load_approval(connection, request_id)
+        if request is None:
+            message = f"approval request {request_id} not found"
+            raise NotFoundError(message, hint="list pending requests with: etlb approve --list")
+        if not request.pending:
+            message = f"approval request {request_id} is already closed: {request.status.value}"
+            if request.bearer:
+                message += f" by {request.bearer}"
+            raise ApprovalClosed(message)
+        if time >= request.deadline:
+            self._expire(connection, request, time)
+            return None
+        return request
+
+    def _expire(self, connection: Transaction, request: ApprovalRequest, time: datetime) -> None:
+        detail = f"no approver answered before the deadline {format_time(request.deadline)}"
+        refusal = self._refuse_request(connection, request, ReasonCode.APPROVAL_TIMED_OUT, detail, time)
+        self._close_approval(connection, request, ApprovalStatus.TIMED_OUT, None, time, refusal=refusal, detail=detail)
+
+    def _refuse_request(
+        self, connection: Transaction, request: ApprovalRequest, code: ReasonCode, detail: str, time: datetime
+    ) -> Refusal:
+        message = f"{refusal_message(request.action, code, request.reasons)}\napproval request {request.id}: {detail}"
+        return self._record_refusal(connection, request.action, code, request.reasons, message, time)
+
+    def _close_approval(
+        self,
+        connection: Transaction,
+        request: ApprovalRequest,
+        status: ApprovalStatus,
+        bearer: str | None,
+        time: datetime,
+        *,
+        binding: str | None = None,
+        refusal: Refusal | None = None,
+        detail: str = "",
+        statement: str | None = None,
+    ) -> None:
+        refusal_id = refusal.id if refusal is not None else None
+        code = refusal.code.value if refusal is not None else None
+        data: dict[str, Any] = {
+            "request_id": request.id,
+            "status": status.value,
+            "bearer": bearer,
+            "binding_id": binding,
+            "refusal_id": refusal_id,
+            "code": code,
+            "detail": detail,
+        }
+        if statement is not None:
+            data["jws"] = statement
+        entry = self._append(connection, RecordType.APPROVAL_CLOSED, time, data)
+        # The primary key allows one closure per request: a second answer racing this one fails here.
+        connection.execute(
+            "INSERT INTO approval_closures (request_id, status, bearer, binding_id, refusal_id, code, detail, seq)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (request.id, status.value, bearer, binding, refusal_id, code, detail, entry.sequence),
+        )
+
+    def _load_approval(self, connection: Transaction, request_id: str) -> ApprovalRequest | None:
+        row = connection.execute(
+            "SELECT r.id, r.action, r.reasons, r.approvers, r.approval_order, r.created, r.deadline, r.seq,"
+            " c.status, c.bearer, c.binding_id, c.refusal_id, c.detail, c.code"
+            " FROM approval_requests r LEFT JOIN approval_closures c ON c.request_id = r.id WHERE r.id = ?",
+            (request_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return ApprovalRequest(
+            id=row[0],
+            action=action_from_json(json.loads(row[1])),
+            reasons=tuple(_scope_reason(reason) for reason in json.loads(row[2])),
+            approvers=tuple(json.loads(row[3])),
+            order=row[4],
+            created=parse_time(row[5]),
+            deadline=parse_time(row[6]),
+            sequence=int(row[7]),
+            status=ApprovalStatus(row[8]) if row[8] is not None else ApprovalStatus.PENDING,
+            bearer=row[9],
+            binding_id=row[10],
+            refusal_id=row[11],
+            detail=row[12] or "",
+            code=ReasonCode(row[13]) if row[13] is not None else None,
+        )
 
     def _reserve(self, connection: Transaction, scope_id: str, usage: ScopeUsage, amount: Decimal) -> None:
         # Under the write lock the condition always holds. It still stops a reservation of a budget
@@ -744,6 +1004,15 @@ def check_schema_version(location: str, current: int, known: int) -> None:
 
 
 @functools.lru_cache(maxsize=4096)
+def _scope_reason(data: dict[str, str]) -> ScopeReason:
+    return ScopeReason(data["scope_id"], data["bearer"], ReasonCode(data["code"]), data["detail"])
+
+
+def _expired(request_id: str) -> NoReturn:
+    message = f"approval request {request_id} expired before the answer arrived, and was refused"
+    raise ApprovalClosed(message)
+
+
 def _scope_from_row(jws: str, key_id: str, bearer_id: str) -> Scope:
     """Decode a stored scope from its token. Its signature is checked by the gate's judge, not here."""
     try:

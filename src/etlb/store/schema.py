@@ -37,6 +37,7 @@ INSERT_ONLY_TABLES: dict[int, tuple[str, ...]] = {
     2: ("merkle_nodes", "checkpoints", "ledger_index"),
     3: ("agents",),
     4: ("scope_lineage",),
+    5: ("approval_requests", "approval_closures"),
 }
 
 _MIGRATION_TEMPLATES: tuple[str, ...] = (
@@ -153,6 +154,32 @@ _MIGRATION_TEMPLATES: tuple[str, ...] = (
         PRIMARY KEY (scope_id, ancestor_id)
     );
     CREATE INDEX scope_lineage_by_ancestor ON scope_lineage(ancestor_id);
+    """,
+    """
+    -- Approval requests for actions no standing scope covered, and how each one ended. A request
+    -- has at most one closure, so two answers racing each other cannot both bind its action.
+    CREATE TABLE approval_requests (
+        id TEXT PRIMARY KEY,
+        action TEXT NOT NULL,
+        action_digest TEXT NOT NULL,
+        reasons TEXT NOT NULL,
+        approvers TEXT NOT NULL,
+        approval_order TEXT NOT NULL,
+        created TEXT NOT NULL,
+        deadline TEXT NOT NULL,
+        seq {big_integer} NOT NULL
+    );
+    CREATE INDEX approval_requests_by_deadline ON approval_requests(deadline);
+    CREATE TABLE approval_closures (
+        request_id TEXT PRIMARY KEY REFERENCES approval_requests(id),
+        status TEXT NOT NULL,
+        bearer TEXT,
+        binding_id TEXT,
+        refusal_id TEXT,
+        code TEXT,
+        detail TEXT NOT NULL,
+        seq {big_integer} NOT NULL
+    );
     """,
 )
 

@@ -1,0 +1,1 @@
+"""Approval requests for actions no standing scope covers, and the channels that reach approvers."""
