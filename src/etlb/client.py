@@ -110,12 +110,13 @@ class Client:
 
     # Decisions
 
-    def bind(self, call: ToolCall, *, agent: str | None = None) -> Binding | None:
+    def bind(self, call: ToolCall, *, agent: str | None = None, redeem: bool = False) -> Binding | None:
         """Bind an irreversible call to a bearer, or raise `Refused`; None means reversible, run it.
 
-        The binding is not redeemed yet: pass it to `redeem` right before the tool runs.
+        Without `redeem` the binding is not used yet: pass it to `redeem` right before the tool runs.
+        With `redeem`, a caller that runs the tool at once marks it used in the same request.
         """
-        return self._bind(call, agent=agent, redeem=False)
+        return self._bind(call, agent=agent, redeem=redeem)
 
     def redeem(self, binding: Binding, call: ToolCall, *, agent: str | None = None) -> None:
         """Mark a binding used for this call, right before it runs; raises `BindingConsumed` on reuse."""

@@ -1,0 +1,25 @@
+"""The adapter examples run offline with one command, exit 0, and report that the refused call never ran."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("script", ["langchain_agent.py", "openai_agents_agent.py"])
+def test_example_runs(script: str) -> None:
+    completed = subprocess.run(
+        [sys.executable, str(EXAMPLES / script)], capture_output=True, text=True, timeout=300, check=False
+    )
+
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "example passed: call-1 bound to alice, call-2 refused and never ran, call-3 reversible" in completed.stdout
+    assert "refusal  call call-2: amount_exceeds_scope" in completed.stdout
+    assert "binding  call call-1: bearer alice" in completed.stdout
