@@ -23,8 +23,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Both store backends: scripts/with-postgres.sh installs PostgreSQL if it can (root with apt-get),
-# starts a throwaway server on 127.0.0.1 for the run and stops it afterwards.
+# starts a throwaway server on 127.0.0.1 for the run and stops it afterwards. The browser tests use
+# Debian's Chromium, which scripts/ensure-chromium.sh installs the same way.
 test: $(STAMP) lint typecheck
+	bash scripts/ensure-chromium.sh
 	bash scripts/with-postgres.sh $(BIN)/python -m pytest
 
 # Only the tests that run on PostgreSQL.

@@ -420,10 +420,12 @@ def test_declare_json_fields(workspace: Workspace) -> None:
         "agents": ["treasury-bot"],
         "bearer": "alice",
         "definitions": {},
+        "delegator": None,
         "domain": "payments",
         "key_id": alice_key_id(workspace),
         "kinds": ["payments.transfer"],
         "limits": {"max_amount": "10000", "max_count": 5, "max_total": "50000", "unit": "EUR"},
+        "parent": None,
         "resources": ["account:DE01"],
         "revoked": False,
         "terms": TERMS,
@@ -529,9 +531,11 @@ unit = "EUR"
         "agents": ["treasury-bot", "audit-bot"],
         "bearer": "alice",
         "definitions": {},
+        "delegator": None,
         "domain": "payments",
         "kinds": ["payments.transfer", "payments.refund"],
         "limits": {"max_amount": "10000", "max_count": 3, "max_total": None, "unit": "EUR"},
+        "parent": None,
         "resources": ["account:DE*"],
         "revoked": False,
         "terms": TERMS,
@@ -1159,3 +1163,60 @@ def test_unknown_command_usage(workspace: Workspace) -> None:
 
     assert completed.returncode == EXIT_USAGE
     assert "No such command 'bearers'" in completed.stderr
+
+
+# delegation
+
+
+def add_bob(workspace: Workspace) -> Path:
+    key = workspace.keygen("bob")
+    added = workspace.invoke("bearer", "add", "bob", "--name", "Bob", "--key", str(workspace.root / "bob.pub.jwk"))
+    assert added.exit_code == 0, added.output
+    return key
+
+
+def test_delegate_and_accept(workspace: Workspace) -> None:
+    parent = workspace.declare()
+    bob_key = add_bob(workspace)
+    offer = workspace.root / "offer.jws"
+
+    offered = workspace.invoke(
+        "scope", "delegate", parent["scope_id"], "--to", "bob", "--key", str(workspace.alice_key),
+        "--max-total", "2000", "--valid-for", "8h", "--terms", "Bob stands in for Alice this week.",
+        "--output", str(offer), "--yes",
+    )  # fmt: skip
+    accepted = workspace.invoke("scope", "accept", str(offer), "--key", str(bob_key), "--yes", "--json")
+    checked = workspace.invoke("check", "--server", "payments", "--tool", "transfer", "--args", transfer_arguments("900"))
+
+    assert offered.exit_code == 0, offered.output
+    assert accepted.exit_code == 0, accepted.output
+    scope = json.loads(accepted.stdout)
+    assert (scope["bearer"], scope["parent"], scope["delegator"]) == ("bob", parent["scope_id"], "alice")
+    assert scope["limits"]["max_total"] == "2000"
+    assert scope["terms"] == "Bob stands in for Alice this week."
+    assert checked.exit_code == 0, checked.output
+    assert f"bob under scope {scope['scope_id']}" in checked.output
+
+
+def test_delegate_wider_than_parent_refused(workspace: Workspace) -> None:
+    parent = workspace.declare()
+    add_bob(workspace)
+
+    result = workspace.run(
+        "scope", "delegate", parent["scope_id"], "--to", "bob", "--key", str(workspace.alice_key),
+        "--max-amount", "20000", "--terms", "Bob stands in.", "--yes",
+    )  # fmt: skip
+
+    assert result.returncode == EXIT_ERROR
+    assert f"the delegation would be wider than scope {parent['scope_id']}: max_amount 20000" in result.stderr
+
+
+def test_accept_garbage_offer(workspace: Workspace) -> None:
+    bob_key = add_bob(workspace)
+    offer = workspace.root / "offer.jws"
+    offer.write_text("not a token\n", encoding="utf-8")
+
+    result = workspace.invoke("scope", "accept", str(offer), "--key", str(bob_key), "--yes")
+
+    assert result.exit_code == EXIT_USAGE
+    assert "is not a delegation offer" in result.output

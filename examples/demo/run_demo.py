@@ -1,12 +1,14 @@
 """Run the etlb demo: an agent works on a git repository through `etlb mcp-proxy`.
 
 The script needs no network and no input. It creates a temporary git repository and an etlb store,
-registers the bearer Alice and lets her sign a scope for at most 2 commits. Then it plays the calls in
-transcript.json through a real MCP client session with the proxy, which runs `mcp-server-git`
-upstream. It reads each decision from the tool result and the ledger, runs `etlb ledger verify`,
-verifies the receipt of the first binding offline (and shows that an altered copy fails), prints a
-summary table and exits with status 1 when any decision differs from the transcript, or 2
-when a step cannot run at all.
+registers the bearers Alice and Bob and lets Alice sign a scope for at most 2 commits. Then it plays
+the calls in transcript.json through a real MCP client session with the proxy, which runs
+`mcp-server-git` upstream. The commit that Alice's scope no longer covers becomes an approval
+request, which Bob accepts in `etlb approve` (the script answers its confirmation prompt), and the
+agent's retry runs under Bob's binding. It reads each decision from the tool result and the ledger,
+runs `etlb ledger verify`, verifies the receipt of the first binding offline (and shows that an
+altered copy fails), prints a summary table and exits with status 1 when any decision differs from
+the transcript, or 2 when a step cannot run at all.
 
 Run it with `make demo`, or `.venv/bin/python examples/demo/run_demo.py [--keep]`.
 """
@@ -90,6 +92,7 @@ class Workspace:
     config: Path
     key: Path
     public_key: Path
+    approver_key: Path
     proxy_log: Path
 
 
@@ -157,6 +160,7 @@ def _create_workspace(root: Path) -> Workspace:
         config=etlb_dir / "etlb.toml",
         key=etlb_dir / "alice.key",
         public_key=etlb_dir / "alice.pub.jwk",
+        approver_key=etlb_dir / "bob.key",
         proxy_log=root / "proxy.log",
     )
 
@@ -179,6 +183,18 @@ def _set_up_etlb(workspace: Workspace, transcript: dict[str, Any]) -> None:
         "Alice Example",
         "--key",
         str(workspace.public_key),
+    )
+    _etlb("keygen", "--out", str(workspace.approver_key))
+    _etlb(
+        "--config",
+        config,
+        "bearer",
+        "add",
+        "bob",
+        "--name",
+        "Bob Example",
+        "--key",
+        str(workspace.approver_key.with_name("bob.pub.jwk")),
     )
     _etlb(
         "--config",
@@ -246,19 +262,43 @@ async def _play_transcript(workspace: Workspace, transcript: dict[str, Any]) -> 
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_text(step["write_file"]["text"], encoding="utf-8")
 
-                result = await client.call_tool(step["tool"], _fill_arguments(step["arguments"], workspace))
-                new_records = _ledger_records(workspace, start=next_sequence)
-                next_sequence += len(new_records)
-
-                decision = _decide(result, new_records)
-                text = "\n".join(block.text for block in result.content if isinstance(block, TextContent))
+                if "approve" in step:
+                    decision = _approve(workspace, step["approve"]["bearer"])
+                    text = ""
+                else:
+                    result = await client.call_tool(step["tool"], _fill_arguments(step["arguments"], workspace))
+                    decision = _decide(workspace, result, _ledger_records(workspace, start=next_sequence))
+                    text = "\n".join(block.text for block in result.content if isinstance(block, TextContent))
+                next_sequence = len(_ledger_records(workspace, start=0))
                 results.append(StepResult(step["tool"], decision, step["expect"], text))
                 console.print(f"{number}. {step['tool']}: {decision.decision} {decision.describe()}".rstrip())
                 if "note" in step:
                     console.print(f"   {step['note']}", style="dim", highlight=False, markup=False)
-                if decision.decision == "refused":
+                if decision.decision in {"refused", "pending"}:
                     console.print(Panel(Text(text), title="what the model reads", expand=False))
     return results
+
+
+def _approve(workspace: Workspace, bearer: str) -> Decision:
+    """Accept the one pending request as `bearer` in `etlb approve`, answering its prompt with y."""
+    config = str(workspace.config)
+    listed = json.loads(_etlb("--config", config, "approve", "--list", "--json", quiet=True))
+    _etlb("--config", config, "approve", "--list")
+    if len(listed) != 1:
+        message = f"expected one pending approval request, found {len(listed)}"
+        raise DemoError(message)
+
+    request_id = listed[0]["request_id"]
+    command = ["--config", config, "approve", request_id, "--bearer", bearer, "--key", str(workspace.approver_key)]
+    console.print(f"$ {shlex.join(['etlb', *command])}", style="bold", highlight=False, markup=False)
+    completed = subprocess.run([str(ETLB_COMMAND), *command], input="y\n", capture_output=True, text=True, check=False)
+    console.print(Text(completed.stderr.rstrip() + " y"), style="dim")
+    console.print(completed.stdout.rstrip(), style="dim", highlight=False, markup=False)
+    if completed.returncode != 0:
+        message = f"etlb approve failed with exit status {completed.returncode}: {completed.stderr}"
+        raise DemoError(message)
+    bound = f"is bound to {bearer}" in completed.stdout
+    return Decision("approved" if bound else "not approved", bearer=bearer if bound else None)
 
 
 def _fill_arguments(arguments: dict[str, Any], workspace: Workspace) -> dict[str, Any]:
@@ -267,15 +307,28 @@ def _fill_arguments(arguments: dict[str, Any], workspace: Workspace) -> dict[str
     return filled
 
 
-def _decide(result: CallToolResult, new_records: list[dict[str, Any]]) -> Decision:
+def _decide(workspace: Workspace, result: CallToolResult, new_records: list[dict[str, Any]]) -> Decision:
     """Read the decision from the proxy's result and the ledger records the call added."""
     structured = result.structured_content
     if result.is_error and isinstance(structured, dict) and "etlb_refusal" in structured:
-        return Decision("refused", code=structured["etlb_refusal"]["code"])
+        code = structured["etlb_refusal"]["code"]
+        # An approval request is not a final refusal: the action waits for an approver's answer.
+        return Decision("pending" if code == "approval_pending" else "refused", code=code)
 
     bindings = [record for record in new_records if record["type"] == "binding"]
     if bindings:
         return Decision("bound", bearer=bindings[-1]["data"]["bearer"])
+
+    # A retry after an approval runs under the binding the approver's acceptance made earlier, so
+    # the call adds only its outcome; the bearer is that earlier binding's.
+    outcomes = [record["data"]["binding_id"] for record in new_records if record["type"] == "outcome"]
+    if outcomes:
+        earlier = {
+            record["data"]["binding_id"]: record["data"]["bearer"]
+            for record in _ledger_records(workspace, start=0)
+            if record["type"] == "binding"
+        }
+        return Decision("bound", bearer=earlier.get(outcomes[-1]))
     return Decision("passed")
 
 
@@ -364,7 +417,7 @@ def _print_summary(results: list[StepResult]) -> None:
     table.add_column("expected")
     table.add_column("ok", justify="center")
 
-    styles = {"passed": "cyan", "bound": "green", "refused": "red"}
+    styles = {"passed": "cyan", "bound": "green", "refused": "red", "pending": "yellow", "approved": "green"}
     for number, result in enumerate(results, start=1):
         decision = result.decision
         expected = result.expected

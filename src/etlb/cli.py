@@ -23,7 +23,9 @@ import click
 from rich.panel import Panel
 from rich.table import Table
 
+from etlb.cli_approve import approve
 from etlb.cli_ledger import ledger, receipt
+from etlb.cli_report import notify, report
 from etlb.cli_support import (
     EXIT_DECISION,
     EXIT_ERROR,
@@ -32,9 +34,18 @@ from etlb.cli_support import (
     errors,
     pass_context,
     print_json,
+    read_passphrase,
 )
 from etlb.config import DEFAULT_CONFIG_NAME, default_config_text, load_config
-from etlb.declarations import REVOCATION_TYP, SCOPE_TYP, revocation_payload, scope_payload
+from etlb.declarations import (
+    DELEGATION_TYP,
+    REVOCATION_TYP,
+    SCOPE_TYP,
+    acceptance_payload,
+    delegation_payload,
+    revocation_payload,
+    scope_payload,
+)
 from etlb.errors import EtlbError, KeyFileError
 from etlb.gate import Gate
 from etlb.gate_key import create_gate_key, load_gate_signer, verifier_path
@@ -45,6 +56,7 @@ from etlb.signing import (
     load_private_key,
     load_public_jwk,
     public_jwk,
+    read_unverified,
     sign_payload,
     write_private_key,
     write_public_jwk,
@@ -133,7 +145,7 @@ def init(context: Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the key id and paths as JSON.")
 def keygen(out: Path, passphrase_file: Path | None, as_json: bool) -> None:
     """Create an Ed25519 key pair: OUT (private, mode 600) and OUT without suffix + .pub.jwk (public)."""
-    passphrase = _read_passphrase(passphrase_file)
+    passphrase = read_passphrase(passphrase_file)
     private_key = generate_private_key()
     jwk = public_jwk(private_key)
     public_path = out.with_suffix(".pub.jwk")
@@ -279,7 +291,7 @@ def bearer_reinstate(context: Context, bearer_id: str, actor: str) -> None:
 
 @cli.group()
 def scope() -> None:
-    """Declare, list, show and revoke scopes."""
+    """Declare, list, show, revoke and delegate scopes."""
 
 
 @scope.command("declare")
@@ -330,7 +342,7 @@ def scope_declare(context: Context, /, **options: Any) -> None:
         raise click.exceptions.Abort
 
     private_key = load_private_key(
-        _required_path(options, "key_path", "--key"), _read_passphrase(options["passphrase_file"])
+        _required_path(options, "key_path", "--key"), read_passphrase(options["passphrase_file"])
     )
     jws = sign_payload(private_key, payload, typ=SCOPE_TYP)
     with context.gate() as gate:
@@ -452,6 +464,7 @@ def scope_show(context: Context, scope_id: str, as_json: bool) -> None:
         ("used", _usage_text(state)),
         ("valid", f"{format_time(item.valid_from)} to {format_time(item.valid_until)}"),
         ("domain", item.domain or "-"),
+        ("delegated from", f"{item.parent_id} of {item.delegator}" if item.delegated else "-"),
         ("status", _status_text(state, datetime.now(UTC))),
     ]
     for label, value in rows:
@@ -484,7 +497,7 @@ def scope_revoke(
             state = gate.store.get_scope(scope_id)
             if state is None:
                 raise click.BadParameter(f"scope {scope_id} not found", param_hint="SCOPE_ID")
-            private_key = load_private_key(key_path, _read_passphrase(passphrase_file))
+            private_key = load_private_key(key_path, read_passphrase(passphrase_file))
             payload = revocation_payload(
                 scope_id=scope_id, bearer=state.scope.bearer, reason=reason, issued_at=datetime.now(UTC)
             )
@@ -492,6 +505,119 @@ def scope_revoke(
         else:
             entry = gate.revoke_scope(scope_id, administrator=administrator, reason=reason)
     console.print(f"revoked scope {scope_id}, ledger record {entry.sequence}")
+
+
+@scope.command("delegate")
+@click.argument("parent_id")
+@click.option("--to", "stand_in", required=True, help="Bearer id of the stand-in who may accept the offer.")
+@click.option(
+    "--key", "key_path", required=True, type=click.Path(path_type=Path, dir_okay=False), help="Your key file."
+)
+@click.option("--passphrase-file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--kind", "kinds", multiple=True, help="Kind pattern inside the parent's (default: the parent's).")
+@click.option("--resource", "resources", multiple=True, help="Resource pattern inside the parent's (default: its).")
+@click.option("--agent", "agents", multiple=True, help="Agent pattern inside the parent's (default: the parent's).")
+@click.option("--max-amount", help="Cap per action, at most the parent's (default: the parent's).")
+@click.option("--max-total", help="Cap on the sum, at most the parent's (default: the parent's).")
+@click.option("--max-count", type=click.IntRange(min=0), help="Executions, at most the parent's (default: its).")
+@click.option("--valid-for", help="Length of the hand-over from now, e.g. 8h or 14d (default: to the parent's end).")
+@click.option("--when", help="An extra CEL condition; the parent's own condition applies as well.")
+@click.option("--terms", help="The text the stand-in accepts.")
+@click.option("--terms-file", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Read the terms here.")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="Write the offer here.")
+@click.option("--yes", is_flag=True, help="Sign without asking; the offer is still printed.")
+@pass_context
+def scope_delegate(context: Context, /, parent_id: str, **options: Any) -> None:
+    """Sign an offer handing PARENT_ID, or a narrower part of it, to a stand-in for a window.
+
+    The offer covers nothing until the stand-in accepts it with their own key: etlb scope accept.
+    """
+    with context.gate() as gate:
+        state = gate.store.get_scope(parent_id)
+    if state is None:
+        raise click.BadParameter(
+            f"scope {parent_id} not found; list scopes with: etlb scope list", param_hint="PARENT_ID"
+        )
+    parent = state.scope
+    terms = options["terms"]
+    if options["terms_file"] is not None:
+        terms = options["terms_file"].read_text(encoding="utf-8")
+    if not terms:
+        raise click.UsageError("missing --terms or --terms-file: the stand-in must see what they accept")
+
+    now = datetime.now(UTC)
+    valid_until = now + _duration(options["valid_for"]) if options["valid_for"] else parent.valid_until
+    max_amount = _decimal_option(options["max_amount"], "--max-amount")
+    max_total = _decimal_option(options["max_total"], "--max-total")
+    limits = Limits(
+        max_amount=max_amount if max_amount is not None else parent.limits.max_amount,
+        max_total=max_total if max_total is not None else parent.limits.max_total,
+        max_count=options["max_count"] if options["max_count"] is not None else parent.limits.max_count,
+        unit=parent.limits.unit,
+    )
+    payload = delegation_payload(
+        parent=parent,
+        delegate=options["stand_in"],
+        kinds=list(options["kinds"]) or list(parent.kinds),
+        resources=list(options["resources"]) or list(parent.resources),
+        agents=list(options["agents"]) or list(parent.agents),
+        limits=limits,
+        valid_from=max(now, parent.valid_from),
+        valid_until=valid_until,
+        terms=terms,
+        issued_at=now,
+        when=options["when"],
+    )
+
+    errors.print(f"offer of scope {parent_id} of {parent.bearer} to {options['stand_in']}:")
+    _show_terms(payload)
+    if not options["yes"] and not click.confirm("Sign this offer?", err=True):
+        raise click.exceptions.Abort
+    private_key = load_private_key(options["key_path"], read_passphrase(options["passphrase_file"]))
+    offer = sign_payload(private_key, payload, typ=DELEGATION_TYP)
+
+    if options["output"] is None:
+        click.echo(offer)
+        return
+    options["output"].write_text(offer + "\n", encoding="utf-8")
+    errors.print(f"wrote the offer to {options['output']}; the stand-in accepts it with: etlb scope accept FILE")
+
+
+@scope.command("accept")
+@click.argument("offer_file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option(
+    "--key", "key_path", required=True, type=click.Path(path_type=Path, dir_okay=False), help="Your key file."
+)
+@click.option("--passphrase-file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--yes", is_flag=True, help="Sign without asking; the terms are still printed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the declared scope as JSON.")
+@pass_context
+def scope_accept(
+    context: Context, offer_file: Path, key_path: Path, passphrase_file: Path | None, yes: bool, as_json: bool
+) -> None:
+    """Accept a delegation offer with your own signature; from then on its bindings name you."""
+    offer = offer_file.read_text(encoding="utf-8").strip()
+    try:
+        _, fields = read_unverified(offer)
+        payload = acceptance_payload(fields, offer, issued_at=datetime.now(UTC))
+    except EtlbError as error:
+        raise click.BadParameter(f"{offer_file} is not a delegation offer: {error}", param_hint="OFFER_FILE") from error
+
+    errors.print(f"delegation from {fields['delegator']} of scope {fields['parent']}:")
+    _show_terms(payload)
+    if not yes and not click.confirm("Accept liability for this delegated scope?", err=True):
+        raise click.exceptions.Abort
+    private_key = load_private_key(key_path, read_passphrase(passphrase_file))
+    with context.gate() as gate:
+        declared = gate.declare_scope(sign_payload(private_key, payload, typ=SCOPE_TYP))
+        state = gate.store.get_scope(declared.id)
+
+    if as_json:
+        print_json(_scope_json(state) if state else {"scope_id": declared.id})
+    else:
+        console.print(
+            f"declared delegated scope [bold]{declared.id}[/bold] for {declared.bearer}, from {declared.parent_id}"
+        )
 
 
 # check
@@ -782,18 +908,6 @@ def _required_path(options: dict[str, Any], name: str, option: str) -> Path:
     return Path(value)
 
 
-def _read_passphrase(path: Path | None) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as error:
-        raise KeyFileError(f"cannot read passphrase file {path}: {error.strerror}") from error
-    if not lines or not lines[0]:
-        raise KeyFileError(f"passphrase file {path} is empty")
-    return lines[0].encode("utf-8")
-
-
 def _parse_attributes(pairs: Sequence[str]) -> dict[str, str]:
     attributes: dict[str, str] = {}
     for pair in pairs:
@@ -876,6 +990,8 @@ def _scope_json(state: ScopeState) -> dict[str, Any]:
         "when": item.when,
         "definitions": item.definitions,
         "terms": item.terms,
+        "parent": item.parent_id,
+        "delegator": item.delegator,
         "revoked": state.revoked,
         "used": {"count": state.usage.count, "amount": str(state.usage.amount)},
         "jws": item.jws,
@@ -922,5 +1038,8 @@ def hook_claude_code(context: Context, agent: str | None, timeout: float) -> Non
     click.echo(json.dumps(answer))
 
 
+cli.add_command(approve)
 cli.add_command(ledger)
 cli.add_command(receipt)
+cli.add_command(report)
+cli.add_command(notify)

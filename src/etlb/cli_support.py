@@ -10,9 +10,19 @@ import click
 from rich.console import Console
 
 from etlb.config import Config, load_config
+from etlb.errors import KeyFileError
 from etlb.gate import Gate
 
-__all__ = ["EXIT_DECISION", "EXIT_ERROR", "Context", "console", "errors", "pass_context", "print_json"]
+__all__ = [
+    "EXIT_DECISION",
+    "EXIT_ERROR",
+    "Context",
+    "console",
+    "errors",
+    "pass_context",
+    "print_json",
+    "read_passphrase",
+]
 
 EXIT_ERROR = 1
 EXIT_DECISION = 3
@@ -40,3 +50,16 @@ pass_context = click.make_pass_decorator(Context)
 
 def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+def read_passphrase(path: Path | None) -> bytes | None:
+    """Return the first line of a passphrase file, or None without a file; an empty first line is an error."""
+    if path is None:
+        return None
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise KeyFileError(f"cannot read passphrase file {path}: {error.strerror}") from error
+    if not lines or not lines[0]:
+        raise KeyFileError(f"passphrase file {path} is empty")
+    return lines[0].encode("utf-8")

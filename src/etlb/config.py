@@ -67,7 +67,7 @@ class ServiceSection(_Strict):
 
 
 class NotifySection(_Strict):
-    """Settings of `etlb notify`, which tells bearers what was bound to them.
+    """Settings of `etlb notify`, which sends bearers a message about each binding made in their name.
 
     The SMTP password is read from `ETLB_SMTP_PASSWORD` only, so the file never contains it. `state`
     is the notifier's own SQLite file (cursor and outbox), relative to the configuration's folder.

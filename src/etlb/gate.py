@@ -48,6 +48,7 @@ from etlb.declarations import (
 )
 from etlb.errors import (
     ApprovalPending,
+    BindingConsumed,
     ClassificationError,
     DeclarationError,
     EtlbError,
@@ -139,6 +140,10 @@ class Gate:
 
     def close(self) -> None:
         self.store.close()
+
+    def now(self) -> datetime:
+        """Return the gate's current time, by which it judges scope validity and approval deadlines."""
+        return self._clock()
 
     def __enter__(self) -> Gate:
         return self
@@ -396,6 +401,29 @@ class Gate:
             return self._await_approval(request, redeem=redeem)
         return self._approval_result(request, redeem=redeem)
 
+    def _approved_binding(self, action: Action, *, redeem: bool) -> Binding | None:
+        """Return the binding an approver made for this exact action, if one is waiting to run.
+
+        An agent told that its call waits for approval simply retries it; the retry runs under the
+        approver's binding once. Two retries racing each other redeem it once, and the other goes on
+        to a decision of its own.
+        """
+        try:
+            binding = self.store.approved_binding(action.digest)
+            if binding is None or binding.action.agent != action.agent:
+                return None
+            if redeem:
+                self.store.redeem(binding.id, action.digest)
+        except BindingConsumed:
+            return None
+        except StoreError as error:
+            logger.error("event=refusal action=%s reason=store_unavailable error=%s", action.digest, error)
+            self._refuse(action, ReasonCode.STORE_UNAVAILABLE, str(error), self._clock(), record=False)
+        logger.info(
+            "event=binding action=%s bearer=%s binding=%s approved=true", action.digest, binding.bearer, binding.id
+        )
+        return binding
+
     def _approval_plan(self, action: Action) -> ApprovalPlan | None:
         section = self.config.approvals
         if not section.enabled:
@@ -633,6 +661,11 @@ class Gate:
         if action.consequence is Consequence.REVERSIBLE:
             logger.info("event=pass agent=%s action=%s kind=%s", agent_id, action.digest, action.kind)
             return None
+
+        if self.config.approvals.enabled:
+            approved = self._approved_binding(action, redeem=redeem)
+            if approved is not None:
+                return approved
 
         try:
             result = self.store.decide(

@@ -394,7 +394,7 @@ def format_refusal(refused: Refused, *, server_name: str) -> str:
     amount = f" of {action.amount}" if action.amount is not None else ""
     lines = [
         f"etlb refused the call to tool {action.tool!r} on server {server_name!r}. "
-        "The call was not forwarded, so nothing ran.",
+        "The tool did not run.",
         f"Action: {action.kind} on {action.resource}{amount} ({action.consequence.value}), agent {action.agent}.",
     ]
 

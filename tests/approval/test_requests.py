@@ -89,6 +89,9 @@ def test_uncovered_action_opens_a_request(world: World) -> None:
     assert record["data"]["request_id"] == pending.request_id
     assert record["data"]["approvers"] == ["bob", "carol"]
     assert [reason["code"] for reason in record["data"]["reasons"]] == ["amount_exceeds_scope"]
+    stored = world.gate.approval(pending.request_id)
+    assert [(reason.bearer, reason.code) for reason in stored.reasons] == [("alice", ReasonCode.AMOUNT_EXCEEDS_SCOPE)]
+    assert stored.reasons[0].detail == "cap 5000 EUR per action is below 7000 EUR"
     assert not any(item["type"] == "refusal" for item in records(world))
 
 
@@ -310,3 +313,17 @@ def test_ledger_replay_finds_a_second_closure(world: World) -> None:
     with pytest.raises(_ReplayError, match=f"approval request {pending.request_id} is closed twice"):
         replay.apply(json.loads(closure.record))
     assert replayed.problems == []
+
+
+def test_retry_after_acceptance_runs_once_under_the_approver(world: World) -> None:
+    pending = ask(world)
+    answered = world.gate.answer_approval(pending.request_id, accept(world, pending.request_id))
+
+    retried = world.gate.bind(transfer(), redeem=True)
+    again = ask(world)
+
+    assert retried is not None
+    assert (retried.id, retried.bearer) == (answered.binding_id, "bob")
+    assert again.request_id != pending.request_id
+    with pytest.raises(BindingConsumed):
+        world.gate.resume(pending.request_id)

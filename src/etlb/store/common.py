@@ -811,6 +811,21 @@ class RelationalStore(abc.ABC):
                 expired.append(self._load_approval(connection, row[0]))
         return [request for request in expired if request is not None]
 
+    def approved_binding(self, action_digest: str) -> Binding | None:
+        """Return the oldest binding an approver's acceptance made for this action digest and nobody has run yet."""
+        with self._read() as connection:
+            row = connection.execute(
+                "SELECT b.id FROM approval_closures c JOIN bindings b ON b.id = c.binding_id"
+                " LEFT JOIN redemptions r ON r.binding_id = b.id"
+                " WHERE c.status = 'accepted' AND b.action_digest = ? AND r.binding_id IS NULL"
+                " ORDER BY b.seq LIMIT 1",
+                (action_digest,),
+            ).fetchone()
+        if row is None:
+            return None
+        state = self.get_binding(row[0])
+        return state.binding if state is not None else None
+
     def _open_request(self, connection: Transaction, request_id: str, time: datetime) -> ApprovalRequest | None:
         """Load a request that can still be answered, under the write lock.
 
@@ -1003,7 +1018,6 @@ def check_schema_version(location: str, current: int, known: int) -> None:
         raise StoreUnavailable(message, hint="upgrade etlb on this host to the version that migrated the store")
 
 
-@functools.lru_cache(maxsize=4096)
 def _scope_reason(data: dict[str, str]) -> ScopeReason:
     return ScopeReason(data["scope_id"], data["bearer"], ReasonCode(data["code"]), data["detail"])
 
@@ -1013,6 +1027,7 @@ def _expired(request_id: str) -> NoReturn:
     raise ApprovalClosed(message)
 
 
+@functools.lru_cache(maxsize=4096)
 def _scope_from_row(jws: str, key_id: str, bearer_id: str) -> Scope:
     """Decode a stored scope from its token. Its signature is checked by the gate's judge, not here."""
     try:
