@@ -393,8 +393,7 @@ def format_refusal(refused: Refused, *, server_name: str) -> str:
     action = refusal.action
     amount = f" of {action.amount}" if action.amount is not None else ""
     lines = [
-        f"etlb refused the call to tool {action.tool!r} on server {server_name!r}. "
-        "The tool did not run.",
+        f"etlb refused the call to tool {action.tool!r} on server {server_name!r}, so nothing ran.",
         f"Action: {action.kind} on {action.resource}{amount} ({action.consequence.value}), agent {action.agent}.",
     ]
 

@@ -201,3 +201,28 @@ def test_binding_runs_once(config: Path) -> None:
 
     assert state is not None
     assert state.redeemed is True
+
+
+def test_post_tool_use_matches_by_tool_use_id(config: Path) -> None:
+    # Two identical writes run at once; each outcome goes to the binding of its own tool_use_id.
+    first = {**pre("Write", {"file_path": "/srv/app/same.txt", "content": "x"}), "tool_use_id": "toolu_A"}
+    second = {**first, "tool_use_id": "toolu_B"}
+    run_hook(config, first)
+    run_hook(config, second)
+
+    run_hook(config, {**first, "hook_event_name": "PostToolUse", "tool_response": {"error": "disk full"}})
+    run_hook(config, {**second, "hook_event_name": "PostToolUse", "tool_response": {"success": True}})
+
+    with Gate.from_config(config) as gate:
+        records = [json.loads(entry.record) for entry in gate.store.ledger_entries()]
+    call_of = {
+        record["data"]["binding_id"]: record["data"]["action"]["call_id"]
+        for record in records
+        if record["type"] == "binding"
+    }
+    outcomes = {
+        call_of[record["data"]["binding_id"]]: record["data"]["status"]
+        for record in records
+        if record["type"] == "outcome"
+    }
+    assert outcomes == {"toolu_A": "failed", "toolu_B": "succeeded"}

@@ -123,12 +123,18 @@ def _pre_tool_use(gate: Gate, call: ToolCall, *, agent: str | None) -> dict[str,
 
 
 def _record_outcome(gate: Gate, call: ToolCall, payload: dict[str, Any], *, agent: str | None) -> None:
-    """Record the outcome of the newest binding of this exact action that has none yet."""
+    """Record the outcome of the binding of this call: the one with its `tool_use_id`, else the newest open one.
+
+    The call id tells apart two identical calls that run at once. A call that ran under an approver's
+    binding carries the id of the call that asked for the approval, so the action digest is the
+    fallback.
+    """
     action = gate.classify(call, agent=agent)
     entries = gate.store.find_entries(LedgerQuery(action_digest=action.digest, record_type="binding", limit=1000))
-    for entry in reversed(entries):
-        binding_id = json.loads(entry.record)["data"]["binding_id"]
-        state = gate.store.get_binding(binding_id)
+    records = [json.loads(entry.record)["data"] for entry in reversed(entries)]
+    same_call = [data for data in records if call.call_id is not None and data["action"].get("call_id") == call.call_id]
+    for data in same_call + records:
+        state = gate.store.get_binding(data["binding_id"])
         if state is not None and state.outcome is None:
             response = payload.get("tool_response")
             failed = isinstance(response, dict) and bool(response.get("is_error") or response.get("error"))
