@@ -1186,7 +1186,9 @@ def test_delegate_and_accept(workspace: Workspace) -> None:
         "--output", str(offer), "--yes",
     )  # fmt: skip
     accepted = workspace.invoke("scope", "accept", str(offer), "--key", str(bob_key), "--yes", "--json")
-    checked = workspace.invoke("check", "--server", "payments", "--tool", "transfer", "--args", transfer_arguments("900"))
+    checked = workspace.invoke(
+        "check", "--server", "payments", "--tool", "transfer", "--args", transfer_arguments("900")
+    )
 
     assert offered.exit_code == 0, offered.output
     assert accepted.exit_code == 0, accepted.output
