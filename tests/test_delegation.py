@@ -16,6 +16,8 @@ import pytest
 
 from etlb.declarations import SCOPE_TYP, acceptance_payload, delegation_payload
 from etlb.errors import DeclarationError, Refused, SignatureError
+from etlb.ledger.checkpoint import parse_verifier_key
+from etlb.ledger.receipt import verify_receipt
 from etlb.ledger.verify import verify_ledger
 from etlb.model import BearerStatus, Limits, ReasonCode, Scope, ToolCall
 from etlb.signing import read_unverified, sign_payload
@@ -265,3 +267,19 @@ def test_ledger_replay_counts_delegated_bindings_against_the_parent(world: World
         "but its bindings in the ledger add up to 1 and 300"
     ]
     assert usage[delegated.id].amount == 300
+
+
+def test_receipt_of_a_delegated_binding_verifies(world: World) -> None:
+    parent = treasury(world)
+    world.accept(world.offer(parent, "bob", kinds=["payments.transfer"], max_total="500"), "bob")
+    binding = world.gate.bind(transfer("300"))
+    assert binding is not None
+
+    receipt = world.gate.receipt(binding.id)
+    verifier = parse_verifier_key((world.path.parent / "etlb-gate.pub").read_text(encoding="utf-8"))
+    summary = verify_receipt(receipt, verifier)
+
+    assert summary.bearer == "bob"
+    assert json.loads(receipt["records"]["binding"]["record"])["data"]["chain"] == [
+        {"scope_id": parent.id, "bearer": "alice"}
+    ]
