@@ -7,6 +7,7 @@ with the chain behind them, and spends every ancestor's budget.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 from datetime import timedelta
@@ -16,8 +17,8 @@ import pytest
 
 from etlb.declarations import SCOPE_TYP, acceptance_payload, delegation_payload
 from etlb.errors import DeclarationError, Refused, SignatureError
-from etlb.ledger.checkpoint import parse_verifier_key
-from etlb.ledger.receipt import verify_receipt
+from etlb.ledger.checkpoint import NoteVerifier, parse_verifier_key
+from etlb.ledger.receipt import ReceiptError, verify_receipt
 from etlb.ledger.verify import verify_ledger
 from etlb.model import BearerStatus, Limits, ReasonCode, Scope, ToolCall
 from etlb.signing import read_unverified, sign_payload
@@ -269,17 +270,70 @@ def test_ledger_replay_counts_delegated_bindings_against_the_parent(world: World
     assert usage[delegated.id].amount == 300
 
 
-def test_receipt_of_a_delegated_binding_verifies(world: World) -> None:
+def delegated_receipt(world: World) -> tuple[dict, Scope]:
     parent = treasury(world)
     world.accept(world.offer(parent, "bob", kinds=["payments.transfer"], max_total="500"), "bob")
     binding = world.gate.bind(transfer("300"))
     assert binding is not None
+    return world.gate.receipt(binding.id), parent
 
-    receipt = world.gate.receipt(binding.id)
-    verifier = parse_verifier_key((world.path.parent / "etlb-gate.pub").read_text(encoding="utf-8"))
-    summary = verify_receipt(receipt, verifier)
+
+def gate_verifier(world: World) -> NoteVerifier:
+    return parse_verifier_key((world.path.parent / "etlb-gate.pub").read_text(encoding="utf-8"))
+
+
+def test_receipt_of_a_delegated_binding_proves_the_chain(world: World) -> None:
+    receipt, parent = delegated_receipt(world)
+
+    summary = verify_receipt(receipt, gate_verifier(world))
 
     assert summary.bearer == "bob"
-    assert json.loads(receipt["records"]["binding"]["record"])["data"]["chain"] == [
-        {"scope_id": parent.id, "bearer": "alice"}
-    ]
+    [link] = receipt["chain"]
+    assert json.loads(link["scope"]["record"])["data"]["scope_id"] == parent.id
+    assert json.loads(link["bearer"]["record"])["data"]["bearer"]["id"] == "alice"
+
+
+def test_receipt_without_its_chain_rejected(world: World) -> None:
+    receipt, _ = delegated_receipt(world)
+    del receipt["chain"]
+
+    with pytest.raises(ReceiptError, match=r"^chain: has 0 links; the binding names 1$"):
+        verify_receipt(receipt, gate_verifier(world))
+
+
+def test_receipt_with_another_parent_rejected(world: World) -> None:
+    receipt, parent = delegated_receipt(world)
+    # A proven scope record of the same checkpoint, but not the parent the binding names.
+    receipt["chain"][0]["scope"] = receipt["records"]["scope"]
+
+    with pytest.raises(ReceiptError) as caught:
+        verify_receipt(receipt, gate_verifier(world))
+
+    assert caught.value.part == "chain[0]"
+    assert str(caught.value) == f"chain[0]: is not scope {parent.id} of alice, as the binding names"
+
+
+def test_receipt_with_a_forged_offer_rejected(world: World) -> None:
+    parent = treasury(world)
+    world.add_bearer("mallory")
+    # Mallory's key signs the offer, but the chain proves alice's registration, so the offer fails.
+    mallory_parent = world.declare("mallory", kinds=["payments.*"], max_amount="1000", max_total="1000", unit="EUR")
+    world.accept(world.offer(parent, "bob", kinds=["payments.transfer"], max_total="500"), "bob")
+    binding = world.gate.bind(transfer("300"))
+    assert binding is not None
+    receipt = world.gate.receipt(binding.id)
+    records = {json.loads(entry.record)["seq"]: entry for entry in world.gate.store.ledger_entries()}
+    mallory = next(seq for seq, entry in records.items() if b'"id":"mallory"' in entry.record)
+    receipt["chain"][0]["bearer"] = {
+        "leaf_index": mallory,
+        "record": records[mallory].record.decode(),
+        "inclusion_proof": [
+            base64.b64encode(item).decode() for item in world.gate.store.inclusion_proof(mallory, len(records))
+        ],
+    }
+
+    with pytest.raises(ReceiptError) as caught:
+        verify_receipt(receipt, gate_verifier(world))
+
+    assert caught.value.part == "chain[0]"
+    assert mallory_parent.id != parent.id

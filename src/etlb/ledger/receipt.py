@@ -5,6 +5,10 @@ bearer-signed scope declaration, the binding and, once recorded, its outcome; ea
 bytes, leaf index and RFC 9162 inclusion proof; and the gate's signed checkpoint the proofs lead to.
 `verify_receipt` needs nothing else but the gate's checkpoint verifier key, and every failure names
 the part of the receipt that is wrong. docs/receipts.md describes the format field by field.
+
+A binding under a delegated scope adds `chain`: for each ancestor scope, parent first, its
+declaration and its bearer's registration, with their proofs. The verifier checks each delegation
+offer against the registered key of the scope above it, and each ancestor's coverage of the action.
 """
 
 from __future__ import annotations
@@ -12,16 +16,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from etlb.canonical import canonical_bytes
-from etlb.declarations import SCOPE_TYP, scope_from_payload, scope_id_for
+from etlb.declarations import SCOPE_TYP, delegation_failure, scope_from_payload, scope_id_for
 from etlb.errors import EtlbError
 from etlb.ledger import merkle
 from etlb.ledger.checkpoint import CheckpointError, NoteVerifier, verify_checkpoint
 from etlb.ledger.records import action_digest_matches, action_from_json
-from etlb.model import format_time, parse_time
+from etlb.model import Bearer, BearerKey, format_time, parse_time
 from etlb.resolve import coverage_failure
 from etlb.signing import key_id, verify_jws
 
@@ -42,6 +46,8 @@ class ReceiptMaterial:
 
     records: dict[str, tuple[int, bytes, list[bytes]] | None]
     checkpoint: str
+    # For a delegated scope: per ancestor, parent first, its "scope" and "bearer" records.
+    chain: list[dict[str, tuple[int, bytes, list[bytes]]]] = field(default_factory=list)
 
 
 class ReceiptError(EtlbError):
@@ -71,24 +77,13 @@ class ReceiptSummary:
 
 def build_receipt(binding_id: str, material: ReceiptMaterial) -> dict[str, Any]:
     """Assemble the receipt JSON of one binding from the records, proofs and checkpoint of the store."""
-    records: dict[str, Any] = {}
-    for part in _PARTS:
-        found = material.records.get(part)
-        if found is None:
-            records[part] = None
-            continue
-        sequence, record, proof = found
-        records[part] = {
-            "leaf_index": sequence,
-            "record": record.decode("utf-8"),
-            "inclusion_proof": [base64.b64encode(item).decode("ascii") for item in proof],
-        }
+    records: dict[str, Any] = {part: _proven(material.records.get(part)) for part in _PARTS}
 
     binding = json.loads(records["binding"]["record"])["data"]
     scope = json.loads(records["scope"]["record"])["data"]
     bearer = json.loads(records["bearer"]["record"])["data"]["bearer"]
     key = next(item for item in bearer["keys"] if item["key_id"] == scope["key_id"])
-    return {
+    receipt: dict[str, Any] = {
         "format": RECEIPT_FORMAT,
         "binding_id": binding_id,
         "bearer": {"id": bearer["id"], "name": bearer["name"], "key_id": key["key_id"], "public_jwk": key["jwk"]},
@@ -96,6 +91,21 @@ def build_receipt(binding_id: str, material: ReceiptMaterial) -> dict[str, Any]:
         "action_digest": binding["action"]["digest"],
         "records": records,
         "checkpoint": material.checkpoint,
+    }
+    # Only a delegated binding has a chain, so other receipts keep the shape they always had.
+    if material.chain:
+        receipt["chain"] = [{name: _proven(found) for name, found in link.items()} for link in material.chain]
+    return receipt
+
+
+def _proven(found: tuple[int, bytes, list[bytes]] | None) -> dict[str, Any] | None:
+    if found is None:
+        return None
+    sequence, record, proof = found
+    return {
+        "leaf_index": sequence,
+        "record": record.decode("utf-8"),
+        "inclusion_proof": [base64.b64encode(item).decode("ascii") for item in proof],
     }
 
 
@@ -121,6 +131,7 @@ def verify_receipt(receipt: Any, verifier: NoteVerifier) -> ReceiptSummary:
     bearer, public_jwk = _check_bearer(receipt, parsed["bearer"])
     scope_payload = _check_scope(receipt, parsed["scope"], bearer, public_jwk)
     binding = _check_binding(receipt, parsed, scope_payload)
+    _check_chain(receipt, binding, scope_payload, checkpoint.size, checkpoint.root)
     outcome = _check_outcome(parsed, binding)
 
     return ReceiptSummary(
@@ -146,10 +157,12 @@ def _field(container: dict[str, Any], name: str, kind: type, part: str | None = 
     return value
 
 
-def _verified_record(records: dict[str, Any], part: str, size: int, root: bytes) -> dict[str, Any] | None:
+def _verified_record(
+    records: dict[str, Any], part: str, size: int, root: bytes, *, prefix: str = "records"
+) -> dict[str, Any] | None:
     """Check one record's inclusion in the checkpoint and return it parsed; None for an absent outcome."""
     entry = records.get(part)
-    where = f"records.{part}"
+    where = f"{prefix}.{part}"
     if entry is None and part == "outcome":
         return None
     if not isinstance(entry, dict):
@@ -261,6 +274,62 @@ def _check_binding(
     if coverage is not None:
         raise ReceiptError("records.binding", f"the action is not covered by the scope: {coverage[1]}")
     return record
+
+
+def _check_chain(
+    receipt: dict[str, Any], binding: dict[str, Any], scope: dict[str, Any], size: int, root: bytes
+) -> None:
+    """Check a delegated binding's ancestors: proven records, each offer signed by the scope above, and coverage."""
+    recorded = binding["data"].get("chain", [])
+    links = receipt.get("chain", [])
+    if not isinstance(links, list) or len(links) != len(recorded):
+        raise ReceiptError(
+            "chain", f"has {len(links) if isinstance(links, list) else 0} links; the binding names {len(recorded)}"
+        )
+
+    child = scope_from_payload(scope, jws=receipt["scope"]["jws"], key_id=receipt["bearer"]["key_id"])
+    action = action_from_json(binding["data"]["action"])
+    for index, (link, named) in enumerate(zip(links, recorded, strict=True)):
+        where = f"chain[{index}]"
+        if not isinstance(link, dict):
+            raise ReceiptError(where, "is not an object")
+        bearer_record = _verified_record(link, "bearer", size, root, prefix=where)
+        scope_record = _verified_record(link, "scope", size, root, prefix=where)
+        assert bearer_record is not None and scope_record is not None
+        if bearer_record.get("type") != "bearer.registered" or scope_record.get("type") != "scope.declared":
+            raise ReceiptError(where, "does not hold a bearer registration and a scope declaration")
+
+        data = scope_record["data"]
+        registered = bearer_record["data"]["bearer"]
+        if (data["scope_id"], data["bearer"]) != (named["scope_id"], named["bearer"]) or registered["id"] != data[
+            "bearer"
+        ]:
+            raise ReceiptError(where, f"is not scope {named['scope_id']} of {named['bearer']}, as the binding names")
+        if not bearer_record["seq"] < scope_record["seq"] < binding["seq"]:
+            raise ReceiptError(where, "is out of order: registration, declaration and binding must follow each other")
+
+        public_jwk = {item["key_id"]: item["jwk"] for item in registered["keys"]}.get(data["key_id"])
+        try:
+            payload = verify_jws(data["jws"], public_jwk or {}, typ=SCOPE_TYP)
+            parent = scope_from_payload(payload, jws=data["jws"], key_id=data["key_id"])
+        except EtlbError as error:
+            raise ReceiptError(where, f"the bearer's signature does not verify: {error.message}") from error
+
+        failure = delegation_failure(child, parent, _bearer_from_json(registered))
+        if failure is not None:
+            raise ReceiptError(where, f"the delegation does not hold: {failure}")
+        bound_at = parse_time(binding["time"])
+        if not parent.valid_from <= bound_at < parent.valid_until:
+            raise ReceiptError(where, f"the binding was made at {format_time(bound_at)}, outside this scope's window")
+        coverage = coverage_failure(parent, action)
+        if coverage is not None:
+            raise ReceiptError(where, f"the action is not covered by this scope: {coverage[1]}")
+        child = parent
+
+
+def _bearer_from_json(data: dict[str, Any]) -> Bearer:
+    keys = tuple(BearerKey(item["key_id"], item["jwk"]) for item in data["keys"])
+    return Bearer(id=data["id"], name=data["name"], keys=keys)
 
 
 def _check_outcome(parsed: dict[str, dict[str, Any] | None], binding: dict[str, Any]) -> dict[str, Any] | None:

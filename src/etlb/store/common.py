@@ -311,7 +311,23 @@ class RelationalStore(abc.ABC):
                     continue
                 record = connection.execute("SELECT record FROM ledger WHERE seq = ?", (sequence,)).fetchone()[0]
                 records[name] = (int(sequence), bytes(record), merkle.inclusion_proof(int(sequence), size, reader))
-        return ReceiptMaterial(records=records, checkpoint=str(checkpoint[1]))
+
+            # A delegated scope's ancestors, parent first; they were declared before the binding, so
+            # the checkpoint covers them too.
+            chain = []
+            ancestors = connection.execute(
+                "SELECT s.declared_seq, r.registered_seq FROM bindings b"
+                " JOIN scope_lineage l ON l.scope_id = b.scope_id JOIN scopes s ON s.id = l.ancestor_id"
+                " JOIN bearers r ON r.id = s.bearer_id WHERE b.id = ? ORDER BY l.depth",
+                (binding_id,),
+            ).fetchall()
+            for scope_seq, bearer_seq in ancestors:
+                link = {}
+                for name, sequence in (("scope", scope_seq), ("bearer", bearer_seq)):
+                    record = connection.execute("SELECT record FROM ledger WHERE seq = ?", (sequence,)).fetchone()[0]
+                    link[name] = (int(sequence), bytes(record), merkle.inclusion_proof(int(sequence), size, reader))
+                chain.append(link)
+        return ReceiptMaterial(records=records, checkpoint=str(checkpoint[1]), chain=chain)
 
     def ledger_size(self) -> int:
         with self._read() as connection:
