@@ -5,7 +5,8 @@ Moving an agent from an in-process gate to the service changes one line:
     gate = Gate.from_config("etlb.toml")                          # in-process
     gate = Client("http://127.0.0.1:8470", api_key=os.environ["ETLB_API_KEY"])  # the service
 
-`bind`, `redeem`, `complete`, `execution` and `guard` behave as the `Gate` methods of the same name.
+`bind`, `redeem`, `complete`, `execution`, `guard` and `resume` behave as the `Gate` methods of the same
+name. Where the service opens an approval request, `bind` raises `ApprovalPending`, which never waits.
 The agent id is the one the API key belongs to. An `agent` argument is accepted so that code written
 for the gate runs unchanged, but it must name that same agent.
 
@@ -31,6 +32,8 @@ import httpx
 
 from etlb.classify import unclassified_action
 from etlb.errors import (
+    ApprovalClosed,
+    ApprovalPending,
     BindingConsumed,
     ConfigError,
     DeclarationError,
@@ -43,7 +46,7 @@ from etlb.errors import (
 from etlb.guarding import error_text, guard_function
 from etlb.model import Binding, Outcome, ReasonCode, Refusal, ToolCall
 from etlb.resolve import refusal_message
-from etlb.wire import binding_from_json, refused_from_json, tool_call_json
+from etlb.wire import binding_from_json, pending_from_json, refused_from_json, tool_call_json
 
 __all__ = ["DEFAULT_TIMEOUT", "Client"]
 
@@ -62,6 +65,7 @@ _UNKNOWN_AGENT = "unknown"
 # Problem codes of the service that are errors of one kind of etlb error, for calls other than bind.
 _ERRORS_BY_CODE: dict[str, type[EtlbError]] = {
     "not_found": NotFoundError,
+    "approval_closed": ApprovalClosed,
     "binding_consumed": BindingConsumed,
     "store_unavailable": StoreUnavailable,
     "invalid_signature": SignatureError,
@@ -164,6 +168,35 @@ class Client:
 
         return decorate
 
+    def resume(self, request_id: str, call: ToolCall | None = None) -> Binding:
+        """Return the binding an approver's acceptance made for an approval request, redeemed for one run.
+
+        With `call`, the service classifies it again and it must be the requested action. Raises
+        `ApprovalPending` while no approver has answered, `Refused` when the request was declined,
+        timed out or failed, `BindingConsumed` when it already ran, `NotFoundError` for an unknown
+        request or another agent's, and `StoreUnavailable` when the service cannot be reached. The
+        action must not run after any of them.
+        """
+        body = tool_call_json(call) if call is not None else None
+        response = self._request("POST", f"/v1/approvals/{request_id}/resume", json=body)
+        document = _json_object(response)
+
+        if response.status_code == 200 and document is not None and document.get("decision") == "bind":
+            try:
+                return binding_from_json(document.get("binding"))
+            except ValueError as error:
+                message = f"the service resumed approval request {request_id} with an unreadable binding: {error}"
+                raise EtlbError(message, hint="check that client and service run the same etlb") from error
+        if response.status_code == 202 and document is not None:
+            raise _pending(document)
+        if document is not None and "refusal_id" in document:
+            try:
+                raise refused_from_json(document, message=str(document.get("detail", "")))
+            except ValueError as error:
+                message = f"the service refused approval request {request_id} with a malformed refusal: {error}"
+                raise EtlbError(message) from error
+        raise _error_from_response(response)
+
     # Evidence
 
     def receipt(self, binding_id: str) -> dict[str, Any]:
@@ -210,6 +243,16 @@ class Client:
             except ValueError as error:
                 detail = f"the service responded 201 with a binding the client cannot read: {error}"
                 raise self._client_refusal(call, ReasonCode.INTERNAL_ERROR, detail) from error
+
+        if response.status_code == 202:
+            document = _json_object(response)
+            try:
+                pending = pending_from_json(document)
+            except ValueError as error:
+                detail = f"the service responded 202 with a pending decision the client cannot read: {error}"
+                raise self._client_refusal(call, ReasonCode.INTERNAL_ERROR, detail) from error
+            logger.info("event=approval_pending request=%s deadline=%s", pending.request_id, pending.deadline)
+            raise pending
 
         if response.status_code == 200:
             # Only this exact response lets the call run without a binding: anything else is refused.
@@ -291,6 +334,15 @@ def _json_object(response: httpx.Response) -> dict[str, Any] | None:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     return document if isinstance(document, dict) else None
+
+
+def _pending(document: dict[str, Any]) -> ApprovalPending | EtlbError:
+    """Return `ApprovalPending` for a pending decision, or an error saying why it cannot be read."""
+    try:
+        return pending_from_json(document)
+    except ValueError as error:
+        message = f"the service responded 202 with a pending decision the client cannot read: {error}"
+        return EtlbError(message, hint="check that client and service run the same etlb")
 
 
 def _excerpt(response: httpx.Response, limit: int = 200) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from etlb.errors import Refused
+from etlb.errors import ApprovalPending, Refused
 from etlb.ledger.records import action_from_json, action_json, binding_data
 from etlb.model import (
     Amount,
@@ -30,6 +30,8 @@ __all__ = [
     "binding_json",
     "outcome_from_json",
     "outcome_json",
+    "pending_from_json",
+    "pending_json",
     "refusal_json",
     "refused_from_json",
     "scope_json",
@@ -118,6 +120,56 @@ def refused_from_json(data: Any, *, message: str) -> Refused:
     except (KeyError, TypeError, ValueError) as error:
         problem = f"refusal document is malformed: {error}"
         raise ValueError(problem) from error
+
+
+def pending_json(pending: ApprovalPending, *, page: str) -> dict[str, Any]:
+    """Return the pending decision: the approval request that waits, its approval page, and the action."""
+    refusal = pending.refusal
+    return {
+        "decision": "pending",
+        "request_id": pending.request_id,
+        "deadline": format_time(pending.deadline),
+        "approvers": list(pending.approvers),
+        "page": page,
+        "action": action_json(refusal.action),
+        "reasons": [reason.to_json() for reason in refusal.reasons],
+        "detail": refusal.message,
+        "hint": pending.hint,
+        "time": format_time(refusal.time),
+    }
+
+
+def pending_from_json(data: Any) -> ApprovalPending:
+    """Rebuild `ApprovalPending` from a pending decision; raises `ValueError` for a malformed document."""
+    try:
+        if _member(data, "decision", str) != "pending":
+            message = f"member 'decision' must be 'pending', got {data['decision']!r}"
+            raise ValueError(message)
+        request_id = _member(data, "request_id", str)
+        reasons = tuple(_scope_reason(item) for item in _member(data, "reasons", list))
+        refusal = Refusal(
+            id=request_id,
+            action=action_from_json(_member(data, "action", dict)),
+            code=ReasonCode.APPROVAL_PENDING,
+            reasons=reasons,
+            message=_member(data, "detail", str),
+            time=parse_time(_member(data, "time", str)),
+        )
+        approvers = tuple(str(approver) for approver in _member(data, "approvers", list))
+        deadline = parse_time(_member(data, "deadline", str))
+        return ApprovalPending(refusal, request_id=request_id, deadline=deadline, approvers=approvers)
+    except (KeyError, TypeError, ValueError) as error:
+        problem = f"pending decision is malformed: {error}"
+        raise ValueError(problem) from error
+
+
+def _scope_reason(item: Any) -> ScopeReason:
+    return ScopeReason(
+        scope_id=_member(item, "scope_id", str),
+        bearer=_member(item, "bearer", str),
+        code=ReasonCode(_member(item, "code", str)),
+        detail=_member(item, "detail", str),
+    )
 
 
 def scope_json(scope: Scope) -> dict[str, Any]:

@@ -226,3 +226,25 @@ def test_post_tool_use_matches_by_tool_use_id(config: Path) -> None:
         if record["type"] == "outcome"
     }
     assert outcomes == {"toolu_A": "failed", "toolu_B": "succeeded"}
+
+
+def test_uncovered_call_asks_for_approval_and_retry_runs(tmp_path: Path) -> None:
+    # The configuration waits for answers, but the hook must answer in time: it reports the request.
+    approvals = '\n[approvals]\nwait = true\n[[approvals.routes]]\nkinds = ["shell.**"]\napprovers = ["bob"]\n'
+    world = build_world(tmp_path, CONFIG + approvals)
+    world.add_bearer("bob")
+    world.gate.close()
+    config = tmp_path / "etlb.toml"
+    call = pre("Bash", {"command": "git reset --hard HEAD~1"})
+
+    first = decision(run_hook(config, call))
+    with Gate.from_config(config) as gate:
+        [request] = gate.pending_approvals()
+        payload = gate.approval_payload(request.id, "bob")
+        gate.answer_approval(request.id, sign_payload(world.keys["bob"], payload, typ=SCOPE_TYP))
+    retried = decision(run_hook(config, {**call, "tool_use_id": "toolu_02"}))
+
+    assert first[0] == "deny"
+    assert f"approval request {request.id} waits for bob" in first[1]
+    assert retried[0] == "allow"
+    assert retried[1].startswith("etlb: bound to bearer bob")

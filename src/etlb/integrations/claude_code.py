@@ -114,7 +114,8 @@ def decide_hook(payload: Any, open_gate: Callable[[], Gate], *, agent: str | Non
 
 def _pre_tool_use(gate: Gate, call: ToolCall, *, agent: str | None) -> dict[str, Any]:
     try:
-        binding = gate.bind(call, agent=agent, redeem=True)
+        # The hook answers within its time limit, so an approval request is reported as pending, not awaited.
+        binding = gate.bind(call, agent=agent, redeem=True, wait=False)
     except Refused as refused:
         return deny(format_refusal(refused, server_name=call.server or HOOK_SERVER))
     if binding is None:

@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from etlb.errors import EtlbError, Refused
 from etlb.gate import Gate
-from etlb.server import admin, routes
+from etlb.server import admin, approvals, routes
 from etlb.server.auth import Authenticator
 from etlb.server.group_commit import GroupCommitter
 from etlb.server.metrics import ServiceMetrics
@@ -96,6 +96,7 @@ def create_app(gate: Gate, settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.include_router(routes.router)
     app.include_router(admin.router)
+    app.include_router(approvals.router)
     _add_error_handlers(app)
 
     # add_middleware wraps the app built so far, so the last one added is the outermost.

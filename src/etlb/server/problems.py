@@ -17,6 +17,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from etlb.errors import (
+    ApprovalClosed,
     BindingConsumed,
     ClassificationError,
     DeclarationError,
@@ -31,9 +32,11 @@ from etlb.model import ReasonCode
 from etlb.wire import refusal_json
 
 __all__ = [
+    "APPROVAL_CLOSED",
     "BODY_TOO_LARGE",
     "DECLARATION_REJECTED",
     "ERROR_KINDS",
+    "INVALID_ANSWER",
     "INVALID_REQUEST",
     "INVALID_SIGNATURE",
     "JSON_TOO_DEEP",
@@ -127,6 +130,20 @@ DECLARATION_REJECTED = ProblemType.named(
     "The gate rejected a scope, revocation, bearer or agent: for example an unregistered or suspended "
     "bearer, a duplicate, or an invalid key.",
 )
+INVALID_ANSWER = ProblemType.named(
+    "invalid_answer",
+    400,
+    "Invalid approval answer",
+    "The answer to an approval request is not valid for it: the JWS does not verify with a key registered "
+    "to the bearer it names, the bearer is not an approver or their turn has not opened, or it was signed "
+    "for another request or action. The request stays pending.",
+)
+APPROVAL_CLOSED = ProblemType.named(
+    "approval_closed",
+    409,
+    "Approval request closed",
+    "The approval request was already accepted, declined or failed, or its deadline has passed.",
+)
 
 ERROR_KINDS = (
     UNAUTHORIZED,
@@ -138,6 +155,8 @@ ERROR_KINDS = (
     BODY_TOO_LARGE,
     INVALID_SIGNATURE,
     DECLARATION_REJECTED,
+    INVALID_ANSWER,
+    APPROVAL_CLOSED,
 )
 
 # Titles of refusal problems, one per reason code; docs/concepts.md explains each code.
@@ -257,6 +276,8 @@ def problem_for_error(error: EtlbError) -> ProblemError:
         return ProblemError(NOT_FOUND, error.message, hint=error.hint)
     if isinstance(error, BindingConsumed):
         return ProblemError(reason_problem_type(ReasonCode.BINDING_CONSUMED), error.message, hint=error.hint)
+    if isinstance(error, ApprovalClosed):
+        return ProblemError(APPROVAL_CLOSED, error.message, hint=error.hint)
     if isinstance(error, SignatureError):
         return ProblemError(INVALID_SIGNATURE, error.message, hint=error.hint)
     if isinstance(error, DeclarationError | KeyFileError):

@@ -1,5 +1,7 @@
 """Routes for agents and bearers: bind, redeem, outcome, bindings, receipts, checkpoints and scopes.
 
+Approval requests and the approval page have their routes in `etlb.server.approvals`.
+
 Each route parses, authenticates, calls the gate in the thread pool and renders. Errors are raised
 as etlb errors or `ProblemError` and rendered by the handlers in `etlb.server.app`.
 """
@@ -12,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from etlb.errors import Refused
+from etlb.errors import ApprovalPending, Refused
 from etlb.model import Outcome, OutcomeStatus, ReasonCode, ToolCall
 from etlb.server.auth import Principal
 from etlb.server.group_commit import ServiceClosed
@@ -33,15 +35,16 @@ from etlb.server.schemas import (
     LedgerWrite,
     OutcomeRequest,
     PassDecision,
+    PendingDecision,
     Problem,
     ScopeDocument,
     ToolCallRequest,
 )
 from etlb.server.service import AgentPrincipal, AnyPrincipal, ServiceDependency, blocking
 from etlb.store import BindingState as StoredBinding
-from etlb.wire import binding_json, outcome_json, scope_json
+from etlb.wire import binding_json, outcome_json, pending_json, scope_json
 
-__all__ = ["router"]
+__all__ = ["PENDING_RESPONSE", "pending_response", "problems", "router"]
 
 router = APIRouter()
 
@@ -67,6 +70,11 @@ def problems(*statuses: int, ok: dict[str, Any] | None = None) -> dict[int | str
     return responses
 
 
+PENDING_RESPONSE: dict[int | str, dict[str, Any]] = {
+    202: {"model": PendingDecision, "description": "No scope covers it: an approval request waits; nothing ran."}
+}
+
+
 # Decisions
 
 
@@ -75,22 +83,27 @@ def problems(*statuses: int, ok: dict[str, Any] | None = None) -> dict[int | str
     status_code=201,
     summary="Decide a tool call: bind it to a bearer, pass it, or refuse it",
     response_model=BindDecision,
-    responses=problems(
-        400,
-        401,
-        403,
-        413,
-        422,
-        500,
-        503,
-        ok={"model": PassDecision, "description": "Reversible: runs without a binding."},
-    ),
+    responses={
+        **problems(
+            400,
+            401,
+            403,
+            413,
+            422,
+            500,
+            503,
+            ok={"model": PassDecision, "description": "Reversible: runs without a binding."},
+        ),
+        **PENDING_RESPONSE,
+    },
 )
-async def bind(body: BindRequest, service: ServiceDependency, principal: AgentPrincipal) -> Response:
+async def bind(body: BindRequest, request: Request, service: ServiceDependency, principal: AgentPrincipal) -> Response:
     """Bind an irreversible call to the bearer whose scope covers it (201), pass a reversible one (200),
     or refuse it (403 with the reason of every scope that came close).
 
-    The agent is the one the API key belongs to. The service never runs the tool.
+    Where `[approvals]` routes the action to approvers, a call that no scope covers opens an approval
+    request instead (202): resume it with POST /v1/approvals/{request_id}/resume once an approver has
+    answered. The agent is the one the API key belongs to. The service never runs the tool.
     """
     started = time.perf_counter()
     call = ToolCall(
@@ -102,6 +115,9 @@ async def bind(body: BindRequest, service: ServiceDependency, principal: AgentPr
     )
     try:
         binding = await service.committer.bind(call, _agent_id(principal), redeem=body.redeem)
+    except ApprovalPending as pending:
+        service.count_decision("pending", started)
+        return pending_response(pending, service, request)
     except Refused as refused:
         service.count_decision("refuse", started, refused.code)
         return refusal_response(refused)
@@ -291,6 +307,18 @@ async def describe_problem(name: str) -> PlainTextResponse:
 
 
 # Helpers
+
+
+def pending_response(pending: ApprovalPending, service: ServiceDependency, request: Request) -> JSONResponse:
+    """Build the 202 response to an action that waits for an approver, with the link to its approval page.
+
+    The link starts with `[approvals] page_url` when it is set, and otherwise with the address the
+    request was sent to, which is wrong behind a reverse proxy that rewrites the host.
+    """
+    base = service.gate.config.approvals.page_url or str(request.base_url)
+    page = f"{base.rstrip('/')}/approvals/{pending.request_id}"
+    headers = {"Location": f"/v1/approvals/{pending.request_id}"}
+    return JSONResponse(pending_json(pending, page=page), status_code=202, headers=headers)
 
 
 def _agent_id(principal: Principal) -> str:

@@ -22,6 +22,9 @@ __all__ = [
     "AgentIdentity",
     "AgentRegistration",
     "AgentRegistrationRequest",
+    "AnswerRequest",
+    "ApprovalDocument",
+    "ApprovalPayload",
     "BearerDocument",
     "BearerRegistrationRequest",
     "BearerStatusRequest",
@@ -34,6 +37,7 @@ __all__ = [
     "OutcomeDocument",
     "OutcomeRequest",
     "PassDecision",
+    "PendingDecision",
     "Problem",
     "ScopeDocument",
     "ToolCallRequest",
@@ -78,6 +82,15 @@ class BindRequest(ToolCallRequest):
 class OutcomeRequest(_Body):
     status: Literal["succeeded", "failed", "unknown"]
     detail: str = Field(default="", max_length=65_536, description="A digest of the result, or the error text.")
+
+
+class AnswerRequest(_Body):
+    jws: str = Field(
+        max_length=65_536,
+        pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+$",
+        description="The approver's compact JWS: a one-execution scope (etlb-scope+jws) or a decline "
+        "(etlb-decline+jws), over the payload from the payload operation.",
+    )
 
 
 class AdminRevocationRequest(_Body):
@@ -177,6 +190,46 @@ class BindDecision(_Document):
 
 class PassDecision(_Document):
     decision: Literal["pass"]
+
+
+class PendingDecision(_Document):
+    """A decision that waits: no scope covered the action, an approval request is open, and nothing ran."""
+
+    decision: Literal["pending"]
+    request_id: str = Field(description="Random 96-bit id; resume with POST /v1/approvals/{request_id}/resume.")
+    deadline: str
+    approvers: list[str]
+    page: str = Field(description="The approval page to send to an approver.")
+    action: ActionDocument
+    reasons: list[ScopeReasonDocument] = Field(description="Why no standing scope covered the action.")
+    detail: str
+    hint: str
+    time: str
+
+
+class ApprovalDocument(_Document):
+    request_id: str
+    action: ActionDocument
+    reasons: list[ScopeReasonDocument]
+    approvers: list[str]
+    order: Literal["pool", "sequence"]
+    created: str
+    deadline: str
+    status: Literal["pending", "accepted", "declined", "timed_out", "failed"]
+    bearer: str | None
+    binding_id: str | None
+    refusal_id: str | None
+    code: str | None
+    detail: str
+    now: str = Field(description="The gate's time when it responded, so that a countdown ignores the client's clock.")
+
+
+class ApprovalPayload(_Document):
+    payload: dict[str, Any] = Field(description="What the bearer signs: a one-execution scope, or a decline.")
+    typ: Literal["etlb-scope+jws", "etlb-decline+jws"]
+    signing_input_payload: str = Field(
+        description="base64url (no padding) of the RFC 8785 canonical JSON of `payload`: the JWS payload part."
+    )
 
 
 class OutcomeDocument(_Document):
