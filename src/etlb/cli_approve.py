@@ -61,7 +61,7 @@ def approve(
             return
 
         if not bearer_id or key_path is None:
-            raise click.UsageError("answering a request needs --bearer ID and --key FILE")
+            raise click.UsageError("accepting or declining a request needs --bearer ID and --key FILE")
         request = gate.approval(request_id)
         payload = gate.approval_payload(request_id, bearer_id, decline=decline, reason=reason)
 
@@ -109,7 +109,7 @@ def _print_pending(pending: list[ApprovalRequest]) -> None:
             f"{left // 60}m {left % 60}s",
         )
     console.print(table)
-    console.print("answer one with: etlb approve REQUEST_ID --bearer ID --key FILE [--decline --reason TEXT]")
+    console.print("accept or decline one with: etlb approve REQUEST_ID --bearer ID --key FILE [--decline --reason TEXT]")
 
 
 def _print_request(request: ApprovalRequest) -> None:

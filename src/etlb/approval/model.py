@@ -151,7 +151,7 @@ def acceptance_payload_for(request: ApprovalRequest, approver: str, *, issued_at
     """Build the one-execution scope an approver signs to accept `request`.
 
     The scope names the action's own kinds, resources and agent and pins its digest, so it covers
-    that action and no other; its only count is one, and it ends at the request's deadline.
+    that action and no other. It allows one execution and ends at the request's deadline.
     """
     action = request.action
     requirements = action.requirements
