@@ -248,3 +248,15 @@ def test_uncovered_call_asks_for_approval_and_retry_runs(tmp_path: Path) -> None
     assert f"approval request {request.id} waits for bob" in first[1]
     assert retried[0] == "allow"
     assert retried[1].startswith("etlb: bound to bearer bob")
+
+
+@pytest.mark.parametrize("mode", ["default", "acceptEdits", "bypassPermissions", "plan"])
+def test_permission_mode_does_not_change_the_decision(config: Path, mode: str) -> None:
+    # Claude Code sends its permission mode with each hook input; a deny holds in every mode,
+    # including the one that skips Claude Code's own permission prompts.
+    call = {**pre("Bash", {"command": "git reset --hard HEAD~1"}), "permission_mode": mode}
+
+    denied, reason = decision(run_hook(config, call))
+
+    assert denied == "deny"
+    assert "no_covering_scope" in reason
