@@ -337,3 +337,15 @@ def test_receipt_with_a_forged_offer_rejected(world: World) -> None:
 
     assert caught.value.part == "chain[0]"
     assert mallory_parent.id != parent.id
+
+
+def test_offer_accepted_once(world: World) -> None:
+    parent = treasury(world)
+    offer = world.offer(parent, "bob", kinds=["payments.transfer"], max_total="500")
+    first = world.accept(offer, "bob")
+
+    with pytest.raises(DeclarationError) as caught:
+        world.accept(offer, "bob")
+
+    assert str(caught.value) == f"this delegation offer was already accepted as scope {first.id}"
+    assert [state.scope.id for state in world.gate.store.list_scopes(bearer="bob")] == [first.id]

@@ -249,6 +249,7 @@ def test_every_scope_reason_covered() -> None:
         ReasonCode.STORE_UNAVAILABLE,
         ReasonCode.INTERNAL_ERROR,
         ReasonCode.CLASSIFICATION_FAILED,
+        ReasonCode.APPROVAL_PENDING,
     }
 
     assert {case.code for case in REFUSAL_CASES.values()} == set(ReasonCode) - not_per_scope

@@ -29,7 +29,7 @@ def test_postgres_migrations_apply_once(backend: Backend) -> None:
     finally:
         connection.close()
 
-    assert versions == [1, 2, 3]
+    assert versions == [1, 2, 3, 4, 5]
     assert tree_state == [(0,)]
 
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
@@ -21,6 +22,10 @@ from etlb.model import format_time
 from etlb.signing import load_private_key, sign_payload
 
 __all__ = ["approve"]
+
+# What the approver signs is printed in full: this console wraps long lines instead of cutting them,
+# unlike the shared error console, which keeps each message on one line.
+panels = Console(stderr=True)
 
 
 @click.command()
@@ -62,6 +67,8 @@ def approve(
 
         if not bearer_id or key_path is None:
             raise click.UsageError("accepting or declining a request needs --bearer ID and --key FILE")
+        if reason and not decline:
+            raise click.UsageError("--reason is recorded with a decline only; add --decline, or leave --reason out")
         request = gate.approval(request_id)
         payload = gate.approval_payload(request_id, bearer_id, decline=decline, reason=reason)
 
@@ -69,7 +76,7 @@ def approve(
         if decline:
             question = f"Decline request {request_id} as {bearer_id}?"
         else:
-            errors.print(Panel(payload["terms"], title="terms you accept"))
+            panels.print(Panel(payload["terms"], title="terms you accept"))
             question = f"Accept liability for this action as {bearer_id}?"
         if not yes and not click.confirm(question, err=True):
             raise click.exceptions.Abort
@@ -109,12 +116,12 @@ def _print_pending(pending: list[ApprovalRequest]) -> None:
             f"{left // 60}m {left % 60}s",
         )
     console.print(table)
-    console.print("accept or decline one with: etlb approve REQUEST_ID --bearer ID --key FILE [--decline --reason TEXT]")
+    console.print("accept or decline one with: etlb approve REQUEST_ID --bearer ID --key FILE [--decline --reason T]")
 
 
 def _print_request(request: ApprovalRequest) -> None:
     action = {**request.action.canonical_fields(), "digest": request.action.digest}
-    errors.print(Panel(json.dumps(action, indent=2, sort_keys=True), title=f"action of request {request.id}"))
+    panels.print(Panel(json.dumps(action, indent=2, sort_keys=True), title=f"action of request {request.id}"))
     reasons = "\n".join(f"- {reason.scope_id} of {reason.bearer}: {reason.detail}" for reason in request.reasons)
-    errors.print(Panel(reasons or "no scope came close", title="why no standing scope covered it"))
+    panels.print(Panel(reasons or "no scope came close", title="why no standing scope covered it"))
     errors.print(f"approvers: {', '.join(request.approvers)}; deadline {format_time(request.deadline)}")

@@ -242,7 +242,7 @@ class Gate:
             return results
 
         for (index, action), result in zip(pending, decided, strict=True):
-            results[index] = self._batch_result(action, result)
+            results[index] = self._batch_result(action, result, now)
         return results
 
     def explain(
@@ -697,7 +697,9 @@ class Gate:
             )
             raise Refused(result)
         if isinstance(result, ApprovalRequest):
-            self._announce(result)
+            # A request asked for again is the earlier one: its approvers were told already.
+            if result.created == now:
+                self._announce(result)
             if wait is None:
                 wait = self.config.approvals.wait
             if not wait:
@@ -728,10 +730,11 @@ class Gate:
     def _judge_at(self, action: Action, now: datetime) -> Callable[[Sequence[ScopeState]], Resolution]:
         return lambda states: self._judge(action, states, now)
 
-    def _batch_result(self, action: Action, result: Decision) -> Binding | Refused:
+    def _batch_result(self, action: Action, result: Decision, now: datetime) -> Binding | Refused:
         # A batch never waits: its callers are service requests, which poll the approval instead.
         if isinstance(result, ApprovalRequest):
-            self._announce(result)
+            if result.created == now:
+                self._announce(result)
             return _pending(result)
         if isinstance(result, Refusal):
             logger.info(

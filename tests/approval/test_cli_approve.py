@@ -43,9 +43,9 @@ TRANSFER = ToolCall(
 )
 
 
-def etlb(root: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+def etlb(root: Path, *args: str, input: str | None = None, columns: int = 200) -> subprocess.CompletedProcess[str]:
     environment = {key: value for key, value in os.environ.items() if not key.startswith("ETLB_")}
-    environment["COLUMNS"] = "200"
+    environment["COLUMNS"] = str(columns)
     return subprocess.run(
         [sys.executable, "-m", "etlb", "--config", str(root / "etlb.toml"), *args],
         cwd=root,
@@ -157,3 +157,24 @@ def test_unknown_request(root: Path) -> None:
     assert answered.returncode == 1
     assert "approval request approval-0000 not found" in answered.stderr
     assert "hint: list pending requests with: etlb approve --list" in answered.stderr
+
+
+def test_narrow_terminal_shows_every_word_signed(root: Path) -> None:
+    request_id = request_transfer(root)
+    with Gate.from_config(root / "etlb.toml") as gate:
+        terms = gate.approval_payload(request_id, "bob")["terms"]
+
+    answered = etlb(root, "approve", request_id, "--bearer", "bob", "--key", "bob.key", input="n\n", columns=80)
+
+    shown = " ".join(line.strip("│ ") for line in answered.stderr.splitlines())
+    assert " ".join(terms.split()) in " ".join(shown.split())
+    assert max(len(line) for line in answered.stderr.splitlines()) <= 80
+
+
+def test_reason_without_decline_rejected(root: Path) -> None:
+    request_id = request_transfer(root)
+
+    answered = etlb(root, "approve", request_id, "--bearer", "bob", "--key", "bob.key", "--reason", "x", "--yes")
+
+    assert answered.returncode == 2
+    assert "--reason is recorded with a decline only" in answered.stderr

@@ -327,3 +327,27 @@ def test_retry_after_acceptance_runs_once_under_the_approver(world: World) -> No
     assert again.request_id != pending.request_id
     with pytest.raises(BindingConsumed):
         world.gate.resume(pending.request_id)
+
+
+def test_asking_again_returns_the_waiting_request(world: World) -> None:
+    first = ask(world)
+    second = ask(world)
+
+    assert second.request_id == first.request_id
+    assert [request.id for request in world.gate.pending_approvals()] == [first.request_id]
+
+
+def test_asking_again_after_a_decline_is_refused(world: World) -> None:
+    pending = ask(world)
+    world.gate.answer_approval(pending.request_id, decline(world, pending.request_id))
+
+    with pytest.raises(Refused) as caught:
+        world.gate.bind(transfer())
+
+    assert caught.value.code is ReasonCode.APPROVAL_DECLINED
+    assert str(caught.value).endswith(
+        f"approval request {pending.request_id} for this action was declined by bob: too large"
+    )
+    assert world.gate.pending_approvals() == []
+    world.clock.advance(seconds=601)
+    assert ask(world).request_id != pending.request_id

@@ -509,10 +509,13 @@ def test_demo_runs_end_to_end() -> None:
     assert "2. git_add: passed" in output
     assert "3. git_commit: bound alice" in output
     assert "5. git_commit: bound alice" in output
-    assert "7. git_commit: refused count_exhausted" in output
-    assert "8. git_reset: refused no_covering_scope" in output
-    assert "ledger verified: 8 records" in output
+    assert "7. git_commit: pending approval_pending" in output
+    assert "8. etlb approve: approved bob" in output
+    assert "Accept liability for this action as bob? [y/N]: y" in output
+    assert "9. git_commit: bound bob" in output
+    assert "10. git_reset: refused no_approvers" in output
+    assert "ledger verified: 13 records" in output
     assert "receipt verified" in output
     assert "receipt is not valid: records.binding" in output
-    assert "repository has 3 commits, expected 3" in output
+    assert "repository has 4 commits, expected 4" in output
     assert "demo passed: every decision matches the transcript" in output

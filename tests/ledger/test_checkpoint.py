@@ -204,7 +204,7 @@ BAD_KEYS = [
     ),
     pytest.param(
         verifier_text("etlb log", GATE_KEY),
-        "note key name 'etlb log' is invalid: it must be non-empty, without spaces or '+'",
+        "the verifier key is not of the form NAME+HASH+KEY",
         id="name-with-space",
     ),
     pytest.param(
@@ -218,14 +218,21 @@ BAD_KEYS = [
         "note key name '' is invalid",
         id="empty-name",
     ),
-    pytest.param(ORIGIN, f"verifier key '{ORIGIN}' is not of the form NAME+HASH+KEY", id="no-separators"),
+    pytest.param(ORIGIN, "the verifier key is not of the form NAME+HASH+KEY", id="no-separators"),
+    pytest.param(
+        "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2Vw+BCIEIA+secret\n-----END PRIVATE KEY-----\n",
+        "the verifier key is not of the form NAME+HASH+KEY, as in the gate's etlb-gate.pub file",
+        id="private-key-file",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("text", "message"), BAD_KEYS)
 def test_bad_verifier_key(text: str, message: str) -> None:
-    with pytest.raises(CheckpointError, match=re.escape(message)):
+    with pytest.raises(CheckpointError, match=re.escape(message)) as caught:
         parse_verifier_key(text)
+
+    assert "secret" not in str(caught.value)
 
 
 # forged and malformed notes

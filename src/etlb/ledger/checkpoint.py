@@ -103,8 +103,11 @@ class CheckpointSigner:
 def parse_verifier_key(text: str) -> NoteVerifier:
     """Parse a `<name>+<hash>+<base64 key>` verifier key and check that its hash matches the key."""
     parts = text.strip().split("+", 2)
-    if len(parts) != 3:
-        message = f"verifier key {text.strip()!r} is not of the form NAME+HASH+KEY"
+    # A verifier key is one word; anything with spaces or line breaks (a PEM file, a private key) is
+    # rejected without echoing it.
+    if len(parts) != 3 or any(character.isspace() for character in text.strip()):
+        # The text is not echoed: a wrong file passed as the key may be a private key.
+        message = "the verifier key is not of the form NAME+HASH+KEY, as in the gate's etlb-gate.pub file"
         raise CheckpointError(message, hint="use the contents of the gate's .pub file that etlb init wrote")
 
     name, hash_hex, encoded = parts

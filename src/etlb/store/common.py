@@ -469,6 +469,16 @@ class RelationalStore(abc.ABC):
         parent_id = scope.parent_id
         if not connection.execute("SELECT 1 FROM scopes WHERE id = ?", (parent_id,)).fetchone():
             raise _scope_not_found(str(parent_id))
+        # One offer makes one scope: accepting it twice would double the budget the delegator handed over.
+        siblings = connection.execute(
+            "SELECT s.id, s.jws, s.key_id, s.bearer_id FROM scope_lineage l JOIN scopes s ON s.id = l.scope_id"
+            " WHERE l.ancestor_id = ? AND l.depth = 1",
+            (parent_id,),
+        ).fetchall()
+        for sibling_id, jws, key_id, bearer_id in siblings:
+            if _scope_from_row(jws, key_id, bearer_id).delegation == scope.delegation:
+                message = f"this delegation offer was already accepted as scope {sibling_id}"
+                raise DeclarationError(message, hint="ask the delegator for a new offer to hand over more")
         inherited = connection.execute(
             "SELECT ancestor_id, depth FROM scope_lineage WHERE scope_id = ?", (parent_id,)
         ).fetchall()
@@ -634,7 +644,7 @@ class RelationalStore(abc.ABC):
         if not resolution.covering:
             plan = request.approval
             if plan is not None and plan.approvers:
-                return self._open_approval(connection, action, resolution.reasons, plan, time)
+                return self._approval_for(connection, action, resolution.reasons, plan, time)
             code = resolution.overall_code
             message = refusal_message(action, code, resolution.reasons)
             if plan is not None:
@@ -685,6 +695,36 @@ class RelationalStore(abc.ABC):
         return binding
 
     # Approval requests
+
+    def _approval_for(
+        self,
+        connection: Transaction,
+        action: Action,
+        reasons: Sequence[ScopeReason],
+        plan: ApprovalPlan,
+        time: datetime,
+    ) -> ApprovalRequest | Refusal:
+        """Return the open request for this action digest, refuse one declined before its deadline, or open one.
+
+        An agent that asks again while its request waits must not reach the approvers twice, and one
+        whose request was declined must not ask again until that request's deadline has passed.
+        """
+        rows = connection.execute(
+            "SELECT id FROM approval_requests WHERE action_digest = ? AND deadline > ? ORDER BY seq DESC",
+            (action.digest, format_time(time)),
+        ).fetchall()
+        for row in rows:
+            earlier = self._load_approval(connection, row[0])
+            if earlier is None or earlier.action.agent != action.agent:
+                continue
+            if earlier.pending:
+                return earlier
+            if earlier.status is ApprovalStatus.DECLINED:
+                code = ReasonCode.APPROVAL_DECLINED
+                detail = f"approval request {earlier.id} for this action was {earlier.detail}"
+                message = f"{refusal_message(action, code, reasons)}\n{detail}"
+                return self._record_refusal(connection, action, code, reasons, message, time)
+        return self._open_approval(connection, action, reasons, plan, time)
 
     def _open_approval(
         self,
