@@ -1222,3 +1222,35 @@ def test_accept_garbage_offer(workspace: Workspace) -> None:
 
     assert result.exit_code == EXIT_USAGE
     assert "is not a delegation offer" in result.output
+
+
+def test_delegate_with_another_bearers_key_refused(workspace: Workspace) -> None:
+    parent = workspace.declare()
+    bob_key = add_bob(workspace)
+
+    result = workspace.invoke(
+        "scope", "delegate", parent["scope_id"], "--to", "bob", "--key", str(bob_key), "--terms", "t", "--yes"
+    )
+
+    assert result.exit_code == EXIT_USAGE
+    assert f"is not a key registered to alice, the bearer of scope {parent['scope_id']}" in result.output
+
+
+def test_delegate_to_unregistered_bearer_refused(workspace: Workspace) -> None:
+    parent = workspace.declare()
+
+    result = workspace.invoke(
+        "scope", "delegate", parent["scope_id"], "--to", "carol", "--key", str(workspace.alice_key), "--terms", "t"
+    )
+
+    assert result.exit_code == EXIT_USAGE
+    assert "bearer carol is not registered; register them first with: etlb bearer add" in result.output
+
+
+def test_scope_show_prints_condition(workspace: Workspace) -> None:
+    scope = workspace.declare("--when", 'action.arguments.currency == "EUR"')
+
+    result = workspace.invoke("scope", "show", scope["scope_id"])
+
+    assert result.exit_code == 0, result.output
+    assert 'condition        action.arguments.currency == "EUR"' in result.output

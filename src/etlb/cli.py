@@ -464,6 +464,8 @@ def scope_show(context: Context, scope_id: str, as_json: bool) -> None:
         ("used", _usage_text(state)),
         ("valid", f"{format_time(item.valid_from)} to {format_time(item.valid_until)}"),
         ("domain", item.domain or "-"),
+        ("condition", item.when or "none"),
+        ("pinned tools", _pinned_text(item.definitions)),
         ("delegated from", f"{item.parent_id} of {item.delegator}" if item.delegated else "-"),
         ("status", _status_text(state, datetime.now(UTC))),
     ]
@@ -534,10 +536,15 @@ def scope_delegate(context: Context, /, parent_id: str, **options: Any) -> None:
     """
     with context.gate() as gate:
         state = gate.store.get_scope(parent_id)
+        stand_in = gate.store.get_bearer(options["stand_in"])
+        delegator = gate.store.get_bearer(state.scope.bearer) if state is not None else None
     if state is None:
         raise click.BadParameter(
             f"scope {parent_id} not found; list scopes with: etlb scope list", param_hint="PARENT_ID"
         )
+    if stand_in is None:
+        message = f"bearer {options['stand_in']} is not registered; register them first with: etlb bearer add"
+        raise click.BadParameter(message, param_hint="--to")
     parent = state.scope
     terms = options["terms"]
     if options["terms_file"] is not None:
@@ -574,6 +581,9 @@ def scope_delegate(context: Context, /, parent_id: str, **options: Any) -> None:
     if not options["yes"] and not click.confirm("Sign this offer?", err=True):
         raise click.exceptions.Abort
     private_key = load_private_key(options["key_path"], read_passphrase(options["passphrase_file"]))
+    if delegator is None or delegator.key(key_id(public_jwk(private_key))) is None:
+        message = f"{options['key_path']} is not a key registered to {parent.bearer}, the bearer of scope {parent_id}"
+        raise click.BadParameter(message, param_hint="--key")
     offer = sign_payload(private_key, payload, typ=DELEGATION_TYP)
 
     if options["output"] is None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from etlb.cli_support import Context, console, errors, pass_context, print_json
+from etlb.cli_support import EXIT_ERROR, Context, console, errors, pass_context, print_json
 from etlb.model import parse_time
 from etlb.notify import Notifier, NotifyState, build_channels
 from etlb.report import load_report, print_report, render_html, report_json
@@ -62,7 +62,11 @@ def report(
         raise click.ClickException(f"bearer {bearer} has no record in the ledger; list bearers with: etlb bearer list")
 
     if html_path is not None:
-        html_path.write_text(render_html(built), encoding="utf-8")
+        try:
+            html_path.write_text(render_html(built), encoding="utf-8")
+        except OSError as error:
+            message = f"cannot write the HTML report to {html_path}: {error.strerror}"
+            raise click.ClickException(f"{message}; choose a path in a folder that exists and you can write") from error
         errors.print(f"wrote the HTML report to {html_path}")
     if as_json:
         print_json(report_json(built))
@@ -102,6 +106,9 @@ def notify(click_context: click.Context, mode: str | None) -> None:
         f"read {summary.records} ledger records, queued {summary.queued} notices, sent {summary.sent} messages, "
         f"{summary.failed} failed; {summary.waiting} notices wait for the next run"
     )
+    # A scheduler running `etlb notify --once` learns of failed deliveries from the exit status.
+    if summary.failed:
+        raise SystemExit(EXIT_ERROR)
 
 
 @notify.command("key")

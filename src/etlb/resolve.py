@@ -82,7 +82,13 @@ class Resolution:
 
 
 def resolve(action: Action, candidates: Iterable[Candidate], *, now: datetime) -> Resolution:
-    matching = [candidate for candidate in candidates if _best_kind_pattern(candidate.scope, action) is not None]
+    # An approval's scope pinned to another action is not near this one, so it gets no reason.
+    matching = [
+        candidate
+        for candidate in candidates
+        if _best_kind_pattern(candidate.scope, action) is not None
+        and candidate.scope.action_digest in (None, action.digest)
+    ]
     ordered = sorted(matching, key=lambda candidate: _specificity(candidate.scope, action))
 
     covering: list[Candidate] = []

@@ -311,3 +311,13 @@ def test_follow_delivers_until_stopped(webhook_only: Setup) -> None:
 
     assert not follower.is_alive()
     assert webhook_only.receiver.binding_ids() == [[binding.id]]
+
+
+def test_cli_notify_fails_when_a_delivery_failed(webhook_only: Setup, tmp_path: Path) -> None:
+    webhook_only.receiver.stop()
+    webhook_only.world.gate.bind(transfer("10"))
+
+    once = CliRunner().invoke(cli, ["--config", str(tmp_path / "etlb.toml"), "notify", "--once"])
+
+    assert once.exit_code == 1
+    assert "sent 0 messages, 1 failed; 1 notices wait for the next run" in once.output

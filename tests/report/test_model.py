@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 
 from etlb.errors import LedgerIntegrityError
+from etlb.model import ToolCall
 from etlb.report import CapUse, build_report, load_report, report_json
 from tests.backends import both_backends
 from tests.conftest import START, World
@@ -148,3 +149,22 @@ def test_malformed_record_names_sequence(world: World, scenario: Scenario) -> No
 
     with pytest.raises(LedgerIntegrityError, match=f"ledger record {binding['seq']} \\(binding\\) is malformed"):
         build_report(records, now=scenario.now)
+
+
+def test_delegated_spending_counts_on_the_parent(world: World) -> None:
+    world.add_bearer("alice")
+    world.add_bearer("bob")
+    parent = world.declare("alice", kinds=["payments.*"], max_total="5000", unit="EUR")
+    world.gate.bind(
+        ToolCall(tool="transfer", server="bank", arguments={"from_account": "A", "amount": "1000", "currency": "EUR"})
+    )
+    delegated = world.accept(world.offer(parent, "bob", kinds=["payments.transfer"], max_total="2000"), "bob")
+    world.gate.bind(
+        ToolCall(tool="transfer", server="bank", arguments={"from_account": "A", "amount": "1500", "currency": "EUR"})
+    )
+
+    report = load_report(world.gate.store, now=world.clock.now)
+
+    by_id = {scope.scope_id: scope for bearer in report.bearers for scope in bearer.scopes}
+    assert by_id[parent.id].caps == (CapUse("total", Decimal(2500), Decimal(5000), "EUR"),)
+    assert by_id[delegated.id].caps == (CapUse("total", Decimal(1500), Decimal(2000), "EUR"),)

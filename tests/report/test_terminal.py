@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from rich.console import Console
 
+from etlb.cli import cli
 from etlb.report import load_report, render_report
 from tests.conftest import PAYMENTS_CONFIG, World, build_world
 from tests.report.scenario import Scenario, build_scenario
@@ -77,13 +79,18 @@ def test_bearer_filter_shows_one(built: tuple[World, Scenario]) -> None:
 
 
 def test_cli_prints_tables(built: tuple[World, Scenario], tmp_path: Path) -> None:
-    from click.testing import CliRunner
-
-    from etlb.cli import cli
-
     result = CliRunner().invoke(cli, ["--config", str(tmp_path / "etlb.toml"), "report", "--bearer", "bob"])
 
     assert result.exit_code == 0, result.output
     assert "etlb report of bearer bob" in result.output
     assert "git.commit" in result.output
     assert "alice" not in result.output
+
+
+def test_cli_html_to_missing_folder(built: tuple[World, Scenario], tmp_path: Path) -> None:
+    target = tmp_path / "missing" / "report.html"
+
+    result = CliRunner().invoke(cli, ["--config", str(tmp_path / "etlb.toml"), "report", "--html", str(target)])
+
+    assert result.exit_code == 1
+    assert f"cannot write the HTML report to {target}: No such file or directory" in result.output

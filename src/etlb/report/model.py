@@ -281,8 +281,12 @@ class _Builder:
     def _bind(self, data: dict[str, Any], sequence: int, time: datetime) -> None:
         reserved = _amount(data["reserved"].get("amount"))
         value = reserved.value if reserved is not None else Decimal(0)
-        scope = self.scopes.get(data["scope_id"])
-        if scope is not None:
+        # A binding under a delegated scope spends each ancestor's budget too, as the gate counts it.
+        spent = [data["scope_id"], *(link["scope_id"] for link in data.get("chain", []))]
+        for scope_id in spent:
+            scope = self.scopes.get(scope_id)
+            if scope is None:
+                continue
             scope.count += 1
             scope.amount += value
             scope.largest = max(scope.largest, value)
