@@ -148,9 +148,12 @@ class ApprovalPending(Refused):
 def _refusal_hint(refusal: Refusal) -> str:
     if refusal.code in {ReasonCode.STORE_UNAVAILABLE, ReasonCode.INTERNAL_ERROR}:
         return "nothing ran; an operator must fix the gate's store or configuration before this action can be retried"
+    if refusal.code is ReasonCode.CLASSIFICATION_FAILED:
+        return "nothing ran; the call does not fit the operator's rule for this tool: fix the call's arguments"
 
+    # One scope must cover every part of a compound action, so the suggestion names all of them.
     action = refusal.action
-    return (
-        "ask a bearer to sign a scope that covers it: "
-        f"etlb scope declare --kind '{action.kind}' --resource '{action.resource}' --agent '{action.agent}' …"
-    )
+    kinds = dict.fromkeys(part.kind for part in action.requirements)
+    resources = dict.fromkeys(resource for part in action.requirements for resource in part.resources)
+    options = " ".join(f"--kind '{kind}'" for kind in kinds) + " " + " ".join(f"--resource '{r}'" for r in resources)
+    return f"ask a bearer to sign a scope that covers it: etlb scope declare {options} --agent '{action.agent}' …"

@@ -260,3 +260,14 @@ def test_permission_mode_does_not_change_the_decision(config: Path, mode: str) -
 
     assert denied == "deny"
     assert "no_covering_scope" in reason
+
+
+def test_compound_denial_suggests_one_scope_over_every_part(config: Path) -> None:
+    denied, reason = decision(run_hook(config, pre("Bash", {"command": "git push origin feature/a && rm -rf build"})))
+
+    assert denied == "deny"
+    assert "part `rm -rf build` (shell.rm)" in reason
+    assert (
+        "etlb scope declare --kind 'shell.git.push' --kind 'shell.rm' "
+        "--resource 'git-ref:origin/feature/a' --resource 'path:/srv/app/build/**' --agent 'coding-agent'"
+    ) in reason
