@@ -1030,8 +1030,31 @@ def test_check_bad_args(workspace: Workspace, arguments: str, error: str) -> Non
 def test_check_missing_template_argument(workspace: Workspace) -> None:
     completed = workspace.run("check", "--server", "payments", "--tool", "transfer", "--args", '{"amount": "1"}')
 
-    assert completed.returncode == EXIT_ERROR
-    assert "error: tool 'transfer' was called without argument 'from_account'" in completed.stderr
+    assert completed.returncode == EXIT_DECISION
+    assert "refuse: classification_failed: tool 'transfer' was called without argument 'from_account'" in (
+        completed.stdout
+    )
+
+
+def test_check_tells_what_approvals_would_do(workspace: Workspace) -> None:
+    workspace.declare()
+    routes = '\n[approvals]\n[[approvals.routes]]\nkinds = ["payments.*"]\napprovers = ["bob", "carol"]\n'
+    workspace.config.write_text(CONFIG_TEXT + routes, encoding="utf-8")
+
+    text = workspace.invoke(
+        "check", "--server", "payments", "--tool", "transfer", "--args", transfer_arguments("20000")
+    )
+    data = workspace.invoke(
+        "check", "--server", "payments", "--tool", "transfer", "--args", transfer_arguments("20000"), "--json"
+    )
+
+    assert text.exit_code == EXIT_DECISION
+    assert "approval: a real call opens a request to bob, carol (pool), answered within 900 s" in text.output
+    assert json.loads(data.stdout)["approval"] == {
+        "approvers": ["bob", "carol"],
+        "order": "pool",
+        "deadline_seconds": 900,
+    }
 
 
 # ledger

@@ -20,9 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from etlb.analysis import AnalysisError
+from etlb.approval.model import ApprovalPlan, plan_for
 from etlb.cli_approve import approve
 from etlb.cli_ledger import ledger, receipt
 from etlb.cli_report import notify, report
@@ -46,10 +49,20 @@ from etlb.declarations import (
     revocation_payload,
     scope_payload,
 )
-from etlb.errors import EtlbError, KeyFileError
+from etlb.errors import ClassificationError, EtlbError, KeyFileError
 from etlb.gate import Gate
 from etlb.gate_key import create_gate_key, load_gate_signer, verifier_path
-from etlb.model import Bearer, BearerKey, BearerStatus, Limits, ToolCall, WindowLimit, format_time, parse_time
+from etlb.model import (
+    Bearer,
+    BearerKey,
+    BearerStatus,
+    Limits,
+    ReasonCode,
+    ToolCall,
+    WindowLimit,
+    format_time,
+    parse_time,
+)
 from etlb.signing import (
     generate_private_key,
     key_id,
@@ -660,9 +673,20 @@ def check(
 
     annotations = {"readOnlyHint": True} if read_only_hint else None
     with context.gate() as gate:
-        action, resolution = gate.explain(
-            ToolCall(tool=tool, arguments=parsed, server=server), agent=agent, annotations=annotations
-        )
+        try:
+            action, resolution = gate.explain(
+                ToolCall(tool=tool, arguments=parsed, server=server), agent=agent, annotations=annotations
+            )
+        except ClassificationError as error:
+            # The gate refuses such a call; check says so with the same code instead of failing.
+            code = error.code if isinstance(error, AnalysisError) else ReasonCode.CLASSIFICATION_FAILED.value
+            if as_json:
+                print_json({"decision": "refuse", "action": None, "code": code, "reasons": [], "detail": str(error)})
+            else:
+                console.print(f"[red]refuse[/red]: {code}: {escape(str(error))}")
+            sys.exit(EXIT_DECISION)
+        approvals = gate.config.approvals
+        plan = plan_for(approvals, action) if approvals.enabled else None
 
     reversible = action.consequence.value == "reversible"
     chosen = resolution.covering[0].scope if resolution.covering else None
@@ -681,6 +705,7 @@ def check(
                 "scope_id": chosen.id if chosen and not reversible else None,
                 "code": None if decision != "refuse" else resolution.overall_code.value,
                 "reasons": [reason.to_json() for reason in resolution.reasons],
+                "approval": _approval_json(decision, approvals.enabled, plan),
             }
         )
     else:
@@ -695,8 +720,24 @@ def check(
             console.print(f"[red]refuse[/red]: {resolution.overall_code.value}")
         for reason in resolution.reasons:
             console.print(f"  scope {reason.scope_id} of {reason.bearer}: {reason.code.value}: {reason.detail}")
+        if decision == "refuse" and plan is not None:
+            console.print(
+                f"approval: a real call opens a request to {', '.join(plan.approvers)} ({plan.order}), "
+                f"answered within {plan.deadline_seconds} s, instead of this refusal"
+            )
+        elif decision == "refuse" and approvals.enabled:
+            console.print(f"approval: no route names kind {action.kind}, so a real call is refused with no_approvers")
     if decision == "refuse":
         sys.exit(EXIT_DECISION)
+
+
+def _approval_json(decision: str, enabled: bool, plan: ApprovalPlan | None) -> dict[str, Any] | None:
+    """Describe what a real call would do where `check` refuses: ask approvers, or refuse with no_approvers."""
+    if decision != "refuse" or not enabled:
+        return None
+    if plan is None:
+        return {"approvers": [], "code": ReasonCode.NO_APPROVERS.value}
+    return {"approvers": list(plan.approvers), "order": plan.order, "deadline_seconds": plan.deadline_seconds}
 
 
 # ledger
