@@ -271,3 +271,14 @@ def test_compound_denial_suggests_one_scope_over_every_part(config: Path) -> Non
         "etlb scope declare --kind 'shell.git.push' --kind 'shell.rm' "
         "--resource 'git-ref:origin/feature/a' --resource 'path:/srv/app/build/**' --agent 'coding-agent'"
     ) in reason
+
+
+def test_same_tool_use_id_binds_once(config: Path) -> None:
+    call = {**pre("Write", {"file_path": "/srv/app/once.md", "content": "x"}), "tool_use_id": "toolu_replayed"}
+
+    first = decision(run_hook(config, call))
+    second = decision(run_hook(config, call))
+
+    assert first[0] == "allow"
+    assert second[0] == "deny"
+    assert second[1].startswith("etlb: tool use toolu_replayed was already bound as binding-")

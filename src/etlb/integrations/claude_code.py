@@ -113,6 +113,10 @@ def decide_hook(payload: Any, open_gate: Callable[[], Gate], *, agent: str | Non
 
 
 def _pre_tool_use(gate: Gate, call: ToolCall, *, agent: str | None) -> dict[str, Any]:
+    earlier = _binding_of_call(gate, call, agent=agent)
+    if earlier is not None:
+        # Claude Code gives each tool use its own id, so a second PreToolUse for one id is a replay.
+        return deny(f"etlb: tool use {call.call_id} was already bound as {earlier}; each tool use runs once")
     try:
         # The hook answers within its time limit, so an approval request is reported as pending, not awaited.
         binding = gate.bind(call, agent=agent, redeem=True, wait=False)
@@ -121,6 +125,23 @@ def _pre_tool_use(gate: Gate, call: ToolCall, *, agent: str | None) -> dict[str,
     if binding is None:
         return _allow("etlb: reversible action, no binding needed")
     return _allow(f"etlb: bound to bearer {binding.bearer} under scope {binding.scope_id} (binding {binding.id})")
+
+
+def _binding_of_call(gate: Gate, call: ToolCall, *, agent: str | None) -> str | None:
+    """Return the id of a binding already made for this exact call and tool use id, if any."""
+    if call.call_id is None:
+        return None
+    try:
+        action = gate.classify(call, agent=agent)
+    except EtlbError:
+        # The gate refuses an unclassifiable call itself, with its reason.
+        return None
+    entries = gate.store.find_entries(LedgerQuery(action_digest=action.digest, record_type="binding", limit=1000))
+    for entry in entries:
+        data = json.loads(entry.record)["data"]
+        if data["action"].get("call_id") == call.call_id:
+            return str(data["binding_id"])
+    return None
 
 
 def _record_outcome(gate: Gate, call: ToolCall, payload: dict[str, Any], *, agent: str | None) -> None:
