@@ -22,7 +22,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from etlb.analysis.shell import analyse_shell
-from etlb.analysis.sql import analyse_sql
 from etlb.canonical import canonical_bytes, sha256_digest, sha256_hex
 from etlb.config import Config, RuleConfig
 from etlb.errors import ClassificationError
@@ -155,6 +154,9 @@ def _analyse(rule: RuleConfig, call: ToolCall, fallback_resource: str) -> tuple[
         return shell.consequence, tuple(found)
 
     assert rule.database is not None
+    # Imported here: sqlglot takes a tenth of a second to load, and only SQL rules need it.
+    from etlb.analysis.sql import analyse_sql
+
     sql = analyse_sql(text, database=_fill(rule.database, call), dialect=rule.dialect)
     statements = [
         ActionPart(part.kind, part.resources or (fallback_resource,), part.text, False, part.reason)

@@ -18,8 +18,6 @@ import functools
 import re
 from typing import Any
 
-import cel
-
 from etlb.errors import DeclarationError
 from etlb.model import Action
 
@@ -64,6 +62,10 @@ def condition_failure(expression: str, action: Action) -> str | None:
 
 @functools.lru_cache(maxsize=1024)
 def _compile(expression: str) -> Any:
+    # Imported here: the `cel` package loads its interactive shell on import (a quarter of a second),
+    # which every short-lived process (hooks, CLI commands) would pay without a condition to compile.
+    import cel
+
     return cel.compile(expression)
 
 

@@ -14,8 +14,6 @@ import base64
 import logging
 from typing import Any
 
-import httpx
-
 from etlb.approval.model import ApprovalRequest
 from etlb.canonical import canonical_bytes
 from etlb.config import Config
@@ -48,6 +46,9 @@ def announce_request(config: Config, request: ApprovalRequest) -> None:
     origin = config.origin or default_origin(public_jwk(key))
     body = request_body(request, origin=origin, page_url=section.page_url)
     token = sign_payload(key, body, typ=APPROVAL_REQUEST_TYP)
+    # Imported here: only a gate with an approval webhook needs the HTTP client.
+    import httpx
+
     header, _, signature = token.split(".")
     response = httpx.post(
         section.webhook_url,
