@@ -410,3 +410,14 @@ def test_public_file_not_json(tmp_path: Path) -> None:
 def test_public_file_missing(tmp_path: Path) -> None:
     with pytest.raises(KeyFileError, match="cannot read public key file"):
         load_public_jwk(tmp_path / "missing.pub.jwk")
+
+
+def test_public_key_passed_as_private_key(tmp_path: Path) -> None:
+    path = tmp_path / "alice.pub.jwk"
+    write_public_jwk(path, public_jwk(generate_private_key()))
+
+    with pytest.raises(KeyFileError) as caught:
+        load_private_key(path)
+
+    assert str(caught.value) == f"{path} is a public key (JWK), not the private key that signs"
+    assert caught.value.hint.endswith("wrote beside it: alice.key")

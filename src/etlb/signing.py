@@ -133,6 +133,10 @@ def load_private_key(path: Path, passphrase: bytes | None = None) -> Ed25519Priv
         message = f"cannot read key file {path}: {error.strerror}"
         raise KeyFileError(message) from error
 
+    if pem.lstrip().startswith(b"{"):
+        message = f"{path} is a public key (JWK), not the private key that signs"
+        private_name = path.name.removesuffix(".pub.jwk") + ".key"
+        raise KeyFileError(message, hint=f"pass the private key file that etlb keygen wrote beside it: {private_name}")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         message = f"key file {path} is readable by other users (mode {stat.S_IMODE(mode):o})"
         raise KeyFileError(message, hint=f"restrict it: chmod 600 {path}")
