@@ -114,6 +114,10 @@ def main() -> None:
 def cli(context: click.Context, config_path: Path | None, verbose: bool) -> None:
     """etlb: no irreversible agent action runs unless one named human signed for it."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr)
+    # sqlglot warns about each statement it keeps unparsed, which the SQL analyser already treats
+    # as irreversible; the warning is noise on the command line unless -v asks for detail.
+    if not verbose:
+        logging.getLogger("sqlglot").setLevel(logging.ERROR)
     context.obj = Context(config_path)
 
 
