@@ -38,6 +38,7 @@ from etlb.cli_support import (
     pass_context,
     print_json,
     read_passphrase,
+    time_option,
 )
 from etlb.config import DEFAULT_CONFIG_NAME, default_config_text, load_config
 from etlb.declarations import (
@@ -61,7 +62,6 @@ from etlb.model import (
     ToolCall,
     WindowLimit,
     format_time,
-    parse_time,
 )
 from etlb.signing import (
     generate_private_key,
@@ -827,8 +827,8 @@ def _scope_fields(options: dict[str, Any]) -> dict[str, Any]:
     if not terms:
         raise click.UsageError("missing --terms or --terms-file: the bearer must see what they accept")
 
-    valid_from = _time_option(pick("valid_from"), "--valid-from") or datetime.now(UTC)
-    valid_until = _time_option(pick("valid_until"), "--valid-until")
+    valid_from = time_option(pick("valid_from"), "--valid-from") or datetime.now(UTC)
+    valid_until = time_option(pick("valid_until"), "--valid-until")
     if valid_until is None:
         valid_until = valid_from + _duration(pick("valid_for") or "30d")
 
@@ -921,17 +921,6 @@ def _pattern_list(value: Any, option: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise click.BadParameter(f"{value!r} is not a list of patterns", param_hint=option)
     return list(value)
-
-
-def _time_option(value: Any, option: str) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    try:
-        return parse_time(str(value))
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint=option) from error
 
 
 def _decimal_option(value: Any, option: str) -> Decimal | None:

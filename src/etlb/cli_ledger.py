@@ -5,21 +5,19 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import click
 from rich.table import Table
 
-from etlb.cli_support import EXIT_DECISION, Context, console, errors, pass_context, print_json
+from etlb.cli_support import EXIT_DECISION, Context, console, errors, pass_context, print_json, time_option
 from etlb.errors import EtlbError
 from etlb.gate_key import verifier_path
 from etlb.ledger.checkpoint import Checkpoint, CheckpointError, NoteVerifier, parse_verifier_key, verify_checkpoint
 from etlb.ledger.receipt import ReceiptError, ReceiptSummary, verify_receipt
 from etlb.ledger.records import GENESIS_CHAIN_HASH, LedgerEntry, chain_hash, leaf_hash
 from etlb.ledger.verify import VerificationReport, verify_ledger
-from etlb.model import parse_time
 from etlb.store.base import LedgerQuery
 
 __all__ = ["ledger", "receipt", "record_summary"]
@@ -77,8 +75,8 @@ def ledger_show(
         record_type=_DECISIONS[decision] if decision else None,
         action_digest=action_digest,
         binding_id=binding_id,
-        since=_time_option(since, "--since"),
-        until=_time_option(until, "--until"),
+        since=time_option(since, "--since"),
+        until=time_option(until, "--until"),
     )
     with context.gate() as gate:
         entries = gate.store.find_entries(query)
@@ -384,15 +382,6 @@ def _print_summary(summary: ReceiptSummary) -> None:
         grid.add_row(f"[bold]{label}[/bold]", value)
     console.print(grid)
     console.print(f"terms accepted: {summary.terms}")
-
-
-def _time_option(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return parse_time(value)
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint=option) from error
 
 
 def record_summary(record: dict[str, Any]) -> str:

@@ -10,8 +10,7 @@ from typing import Any
 
 import click
 
-from etlb.cli_support import EXIT_ERROR, Context, console, errors, pass_context, print_json
-from etlb.model import parse_time
+from etlb.cli_support import EXIT_ERROR, Context, console, errors, pass_context, print_json, time_option
 from etlb.notify import Notifier, NotifyState, build_channels
 from etlb.report import load_report, print_report, render_html, report_json
 from etlb.report.terminal import DEFAULT_BINDING_LINES
@@ -55,8 +54,8 @@ def report(
             gate.store,
             now=datetime.now(UTC),
             bearer=bearer,
-            since=_time_option(since, "--since"),
-            until=_time_option(until, "--until"),
+            since=time_option(since, "--since"),
+            until=time_option(until, "--until"),
         )
     if bearer is not None and not built.bearers:
         raise click.ClickException(f"bearer {bearer} has no record in the ledger; list bearers with: etlb bearer list")
@@ -132,12 +131,3 @@ def _follow(notifier: Notifier) -> None:
         stop.set()
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _time_option(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return parse_time(value)
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint=option) from error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from rich.console import Console
 from etlb.config import Config, load_config
 from etlb.errors import KeyFileError
 from etlb.gate import Gate
+from etlb.model import parse_time
 
 __all__ = [
     "EXIT_DECISION",
@@ -22,6 +24,7 @@ __all__ = [
     "pass_context",
     "print_json",
     "read_passphrase",
+    "time_option",
 ]
 
 EXIT_ERROR = 1
@@ -63,3 +66,15 @@ def read_passphrase(path: Path | None) -> bytes | None:
     if not lines or not lines[0]:
         raise KeyFileError(f"passphrase file {path} is empty")
     return lines[0].encode("utf-8")
+
+
+def time_option(value: Any, option: str) -> datetime | None:
+    """Read an RFC 3339 time given to `option`; a TOML datetime without a zone is taken as UTC."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        return parse_time(str(value))
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint=option) from error
