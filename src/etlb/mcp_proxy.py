@@ -40,6 +40,7 @@ from etlb.canonical import sha256_digest
 from etlb.errors import BindingConsumed, EtlbError, Refused, StoreError, UpstreamError
 from etlb.gate import Gate
 from etlb.model import Binding, Outcome, OutcomeStatus, ReasonCode, ToolCall
+from etlb.resolve import describe_action
 
 __all__ = ["default_server_name", "definition_digest", "format_refusal", "run_proxy"]
 
@@ -391,10 +392,9 @@ def format_refusal(refused: Refused, *, server_name: str) -> str:
     """Write a refusal as text for the model: what was refused, why, who could accept it, and how to ask."""
     refusal = refused.refusal
     action = refusal.action
-    amount = f" of {action.amount}" if action.amount is not None else ""
     lines = [
         f"etlb refused the call to tool {action.tool!r} on server {server_name!r}, so nothing ran.",
-        f"Action: {action.kind} on {action.resource}{amount} ({action.consequence.value}), agent {action.agent}.",
+        f"Action: {describe_action(action)} ({action.consequence.value}), agent {action.agent}.",
     ]
 
     # The refusal message repeats each scope's detail without its code, so with reasons the list below

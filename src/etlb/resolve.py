@@ -45,7 +45,15 @@ from etlb.patterns import (
     resource_covered,
 )
 
-__all__ = ["Candidate", "Resolution", "coverage_failure", "refusal_message", "reservation_for", "resolve"]
+__all__ = [
+    "Candidate",
+    "Resolution",
+    "coverage_failure",
+    "describe_action",
+    "refusal_message",
+    "reservation_for",
+    "resolve",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,14 +118,29 @@ def reservation_for(scope: Scope, action: Action) -> Amount | None:
     return action.amount
 
 
-def refusal_message(action: Action, code: ReasonCode, reasons: Sequence[ScopeReason]) -> str:
-    """Build the readable refusal text from the structured reasons."""
+def describe_action(action: Action) -> str:
+    """Name an action for people: its kind and resource, or every part of a compound call.
+
+    A compound action is named after its first part in records, but a refusal that said only
+    `shell.git.push` for `git push && rm -rf build` would hide the part at fault.
+    """
+    if len(action.parts) > 1:
+        parts = ", ".join(f"{part.kind} on {', '.join(part.resources)}" for part in action.parts)
+        return f"{len(action.parts)} parts of one {action.tool} call ({parts})"
     what = f"{action.kind} on {action.resource}"
     if action.amount is not None:
         what += f" of {action.amount}"
+    return what
+
+
+def refusal_message(action: Action, code: ReasonCode, reasons: Sequence[ScopeReason]) -> str:
+    """Build the readable refusal text from the structured reasons."""
+    what = describe_action(action)
     if not reasons:
         if code is ReasonCode.NO_COVERING_SCOPE:
-            return f"refused {what} by agent {action.agent}: no scope covers kind {action.kind}"
+            kinds = ", ".join(dict.fromkeys(part.kind for part in action.requirements))
+            label = "kinds" if len(action.requirements) > 1 else "kind"
+            return f"refused {what} by agent {action.agent}: no scope covers {label} {kinds}"
         return f"refused {what} by agent {action.agent}: {code.value}"
 
     lines = [f"refused {what} by agent {action.agent}: {code.value}"]

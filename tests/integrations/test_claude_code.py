@@ -266,6 +266,10 @@ def test_compound_denial_suggests_one_scope_over_every_part(config: Path) -> Non
     denied, reason = decision(run_hook(config, pre("Bash", {"command": "git push origin feature/a && rm -rf build"})))
 
     assert denied == "deny"
+    assert (
+        "Action: 2 parts of one Bash call (shell.git.push on git-ref:origin/feature/a, "
+        "shell.rm on path:/srv/app/build/**) (irreversible), agent coding-agent." in reason
+    )
     assert "part `rm -rf build` (shell.rm)" in reason
     assert (
         "etlb scope declare --kind 'shell.git.push' --kind 'shell.rm' "
