@@ -1,8 +1,8 @@
 """Delegation: an offer signed by the parent's bearer, accepted by the stand-in's own signature.
 
-A delegated scope is never wider than its parent (checked when it is offered and when it is
-declared), covers nothing before it is accepted, names the stand-in as the bearer of its bindings
-with the chain behind them, and spends every ancestor's budget.
+A delegated scope is never wider than its parent, which is checked when it is offered and again
+when it is declared. It covers nothing before it is accepted. Its bindings name the stand-in as the
+bearer with the chain behind them, and spend every ancestor's budget.
 """
 
 from __future__ import annotations

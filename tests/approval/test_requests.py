@@ -305,8 +305,8 @@ def test_ledger_replay_finds_a_second_closure(world: World) -> None:
     closure = next(entry for entry in entries if json.loads(entry.record)["type"] == "approval.closed")
     replayed = verify_ledger(entries, usage_table=world.gate.store.usage_table())
 
-    # Feed the closure twice to the replay, as a rewritten ledger would show it; the hash chain
-    # check is left out, because only the replay's own rule is under test here.
+    # The replay gets the closure twice, as a rewritten ledger would show it. The hash chain check is
+    # left out, because only the replay's own rule is under test here.
     replay = _Replay()
     for entry in entries:
         replay.apply(json.loads(entry.record))
