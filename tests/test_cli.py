@@ -1277,3 +1277,24 @@ def test_scope_show_prints_condition(workspace: Workspace) -> None:
 
     assert result.exit_code == 0, result.output
     assert 'condition        action.arguments.currency == "EUR"' in result.output
+
+
+def test_declare_expired_scope_warns(workspace: Workspace) -> None:
+    result = workspace.invoke(*declare_arguments(workspace.alice_key)[:-5], "--valid-until", "2020-02-01T00:00:00Z",
+                              "--domain", "payments", "--terms", TERMS, "--yes")  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    assert "covers nothing" in result.output
+    assert "warning: scope scope-" in result.output
+
+
+def test_declare_kind_with_space_rejected(workspace: Workspace) -> None:
+    arguments = declare_arguments(workspace.alice_key)
+    arguments[arguments.index("payments.transfer")] = "pay ments"
+
+    completed = workspace.run(*arguments)
+
+    assert completed.returncode == EXIT_ERROR
+    assert "scope declaration field 'kinds' has a pattern with spaces, 'pay ments', which matches nothing" in (
+        completed.stderr
+    )

@@ -370,6 +370,8 @@ def scope_declare(context: Context, /, **options: Any) -> None:
         print_json(_scope_json(state) if state else {"scope_id": declared.id})
     else:
         console.print(f"declared scope [bold]{declared.id}[/bold] for bearer {declared.bearer}")
+    if declared.valid_until <= datetime.now(UTC):
+        errors.print(f"warning: scope {declared.id} expired at {format_time(declared.valid_until)} and covers nothing")
 
 
 @scope.group("template")

@@ -323,10 +323,7 @@ def _check_scope_payload(payload: dict[str, Any]) -> None:
         raise DeclarationError("scope terms_digest does not match the terms text")
 
     for name in ("kinds", "resources", "agents"):
-        patterns = payload.get(name)
-        if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) and p for p in patterns):
-            message = f"scope declaration field {name!r} must be a non-empty list of patterns, got {patterns!r}"
-            raise DeclarationError(message, hint=f"give at least one --{name[:-1]} pattern")
+        _check_patterns(name, payload.get(name))
 
     when = payload.get("when")
     if when is not None:
@@ -367,3 +364,19 @@ def _check_scope_payload(payload: dict[str, Any]) -> None:
     if valid_until <= valid_from:
         message = f"scope valid_until {payload['valid_until']} is not after valid_from {payload['valid_from']}"
         raise DeclarationError(message)
+
+
+def _check_patterns(name: str, patterns: Any) -> None:
+    if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) and p for p in patterns):
+        message = f"scope declaration field {name!r} must be a non-empty list of patterns, got {patterns!r}"
+        raise DeclarationError(message, hint=f"give at least one --{name[:-1]} pattern")
+
+    # Kinds and agent ids never contain spaces, so such a pattern would match nothing. A resource
+    # may: a file path with a space is a resource like any other.
+    if name != "resources":
+        spaced = [pattern for pattern in patterns if any(character.isspace() for character in pattern)]
+        if spaced:
+            message = (
+                f"scope declaration field {name!r} has a pattern with spaces, {spaced[0]!r}, which matches nothing"
+            )
+            raise DeclarationError(message, hint="remove the spaces, e.g. payments.transfer or agent-1")
