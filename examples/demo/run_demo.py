@@ -319,8 +319,8 @@ def _decide(workspace: Workspace, result: CallToolResult, new_records: list[dict
     if bindings:
         return Decision("bound", bearer=bindings[-1]["data"]["bearer"])
 
-    # A retry after an approval runs under the binding the approver's acceptance made earlier, so
-    # the call adds only its outcome; the bearer is that earlier binding's.
+    # A retry after an approval runs under the binding that the approver's acceptance made earlier.
+    # The call adds only its outcome, so the bearer is read from that earlier binding.
     outcomes = [record["data"]["binding_id"] for record in new_records if record["type"] == "outcome"]
     if outcomes:
         earlier = {

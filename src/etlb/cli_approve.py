@@ -23,8 +23,8 @@ from etlb.signing import load_private_key, sign_payload
 
 __all__ = ["approve"]
 
-# What the approver signs is printed in full: this console wraps long lines instead of cutting them,
-# unlike the shared error console, which keeps each message on one line.
+# A console that wraps long lines instead of cutting them, so the approver reads in full what they
+# sign. The shared error console keeps each message on one line.
 panels = Console(stderr=True)
 
 

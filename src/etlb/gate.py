@@ -404,8 +404,8 @@ class Gate:
     def _approved_binding(self, action: Action, *, redeem: bool) -> Binding | None:
         """Return the binding an approver made for this exact action, if one is waiting to run.
 
-        An agent told that its call waits for approval simply retries it; the retry runs under the
-        approver's binding once. Two retries racing each other redeem it once, and the other goes on
+        An agent whose call waits for approval retries the same call, and the retry runs once under
+        the approver's binding. Two retries racing each other redeem it once, and the other goes on
         to a decision of its own.
         """
         try:
@@ -469,7 +469,7 @@ class Gate:
                 if time.monotonic() >= give_up or self._clock() >= request.deadline:
                     self.store.expire_approvals(time=max(self._clock(), request.deadline), request_id=request.id)
                     continue
-                time.sleep(min(section.poll_seconds, max(0.0, give_up - time.monotonic())) or section.poll_seconds)
+                time.sleep(min(section.poll_seconds, max(0.0, give_up - time.monotonic())))
         except StoreError as error:
             # The request stays in the store: it is refused at its deadline by the next gate that looks.
             logger.error("event=refusal request=%s reason=store_unavailable error=%s", request.id, error)
@@ -697,7 +697,7 @@ class Gate:
             )
             raise Refused(result)
         if isinstance(result, ApprovalRequest):
-            # A request asked for again is the earlier one: its approvers were told already.
+            # A request opened before this decision was already announced to its approvers.
             if result.created == now:
                 self._announce(result)
             if wait is None:
